@@ -1,0 +1,221 @@
+//! Who is calling, and what they may run (SPEC §3).
+//!
+//! Direct and EventBridge invocations are trusted: IAM already decided who may
+//! invoke the function. HTTP callers prove themselves with a Supabase-style
+//! HS256 JWT, or with claims an API Gateway authorizer already verified.
+
+use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::configuration::AuthMode;
+use crate::error::ApiError;
+use crate::jobs::JobType;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A direct or EventBridge invocation.
+    Trusted,
+    /// `role: service_role` or `app_metadata.role: admin`. `user_id` is `sub` when it is a UUID.
+    Admin { user_id: Option<Uuid> },
+    /// `role: authenticated`: a buyer, acting for `sub`.
+    Buyer { user_id: Uuid },
+    /// A valid token with no role this function knows (Supabase's `anon`, say).
+    NoRole,
+}
+
+impl Principal {
+    /// The user to record as `changed_by` in history rows.
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self {
+            Principal::Admin { user_id } => *user_id,
+            Principal::Buyer { user_id } => Some(*user_id),
+            Principal::Trusted | Principal::NoRole => None,
+        }
+    }
+}
+
+pub struct Authenticator {
+    mode: AuthMode,
+    key: Option<DecodingKey>,
+    validation: Validation,
+}
+
+impl Authenticator {
+    pub fn new(mode: AuthMode, jwt_secret: Option<&str>) -> Self {
+        // `Validation::new` pins the algorithm list to HS256: a token whose header
+        // says `none`, HS512 or RS256 is refused before its signature is looked at.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_exp = true;
+        // Supabase tokens carry `aud: authenticated`; roles, not audiences, decide here.
+        validation.validate_aud = false;
+        validation.leeway = 30;
+        Authenticator {
+            mode,
+            key: jwt_secret.and_then(|s| DecodingKey::from_secret(s.as_bytes()).ok()),
+            validation,
+        }
+    }
+
+    /// The principal of an HTTP request.
+    ///
+    /// `gateway_claims` are the claims API Gateway's authorizer verified; when
+    /// present they are used instead of the bearer token.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        gateway_claims: Option<&Map<String, Value>>,
+    ) -> Result<Principal, ApiError> {
+        if self.mode == AuthMode::None {
+            return Ok(Principal::Admin { user_id: None });
+        }
+        if let Some(claims) = gateway_claims.filter(|c| !c.is_empty()) {
+            return principal_from_claims(claims);
+        }
+        let header = authorization
+            .ok_or_else(|| ApiError::Unauthorized("Missing bearer token".into()))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::Unauthorized("Authorization must be a bearer token".into()))?;
+        let key = self
+            .key
+            .as_ref()
+            .ok_or_else(|| ApiError::Internal("no JWT secret is configured".into()))?;
+        let data = decode::<Map<String, Value>>(token, key, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            let msg = match e.kind() {
+                ErrorKind::ExpiredSignature => "Token expired",
+                ErrorKind::MissingRequiredClaim(_) => "Token has no expiry",
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    "Token algorithm must be HS256"
+                }
+                _ => "Invalid token",
+            };
+            ApiError::Unauthorized(msg.into())
+        })?;
+        principal_from_claims(&data.claims)
+    }
+}
+
+/// Maps verified claims to a principal (SPEC §3 roles).
+pub fn principal_from_claims(claims: &Map<String, Value>) -> Result<Principal, ApiError> {
+    let role = claims.get("role").and_then(Value::as_str);
+    let sub = claims.get("sub").and_then(Value::as_str);
+    if role == Some("service_role") || app_metadata_role(claims).as_deref() == Some("admin") {
+        return Ok(Principal::Admin {
+            user_id: sub.and_then(|s| Uuid::parse_str(s).ok()),
+        });
+    }
+    if role == Some("authenticated") {
+        let user_id = sub
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or_else(|| ApiError::Unauthorized("Token subject is not a user id".into()))?;
+        return Ok(Principal::Buyer { user_id });
+    }
+    Ok(Principal::NoRole)
+}
+
+/// `app_metadata.role`. API Gateway authorizers hand nested claims over as JSON
+/// text, so a string holding a JSON object is read too.
+fn app_metadata_role(claims: &Map<String, Value>) -> Option<String> {
+    let meta = claims.get("app_metadata")?;
+    let parsed;
+    let meta = match meta {
+        Value::String(text) => {
+            parsed = serde_json::from_str::<Value>(text).ok()?;
+            &parsed
+        }
+        other => other,
+    };
+    meta.get("role")?.as_str().map(str::to_owned)
+}
+
+/// Whether `principal` may run `job` at all. Buyer-for-another-buyer is checked
+/// by process-order, which knows the `buyerId`.
+pub fn authorize(job: JobType, principal: &Principal) -> Result<(), ApiError> {
+    let allowed = match (job, principal) {
+        (_, Principal::Trusted) => true,
+        (JobType::Migrate, _) => {
+            return Err(ApiError::Forbidden(
+                "migrate is accepted only by direct invocation".into(),
+            ))
+        }
+        (_, Principal::Admin { .. }) => true,
+        (JobType::ProcessOrder, Principal::Buyer { .. }) => true,
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "This role may not run {}",
+            job.as_str()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn roles_map_to_principals() {
+        let user = "550e8400-e29b-41d4-a716-446655440000";
+        let uid = Uuid::parse_str(user).unwrap();
+        let cases = [
+            (json!({"role": "service_role"}), Principal::Admin { user_id: None }),
+            (
+                json!({"role": "authenticated", "sub": user, "app_metadata": {"role": "admin"}}),
+                Principal::Admin { user_id: Some(uid) },
+            ),
+            (
+                json!({"role": "authenticated", "sub": user, "app_metadata": "{\"role\":\"admin\"}"}),
+                Principal::Admin { user_id: Some(uid) },
+            ),
+            (json!({"role": "authenticated", "sub": user}), Principal::Buyer { user_id: uid }),
+            (json!({"role": "anon"}), Principal::NoRole),
+            (json!({}), Principal::NoRole),
+        ];
+        for (c, expected) in cases {
+            assert_eq!(principal_from_claims(&claims(c.clone())).unwrap(), expected, "{c}");
+        }
+        let err = principal_from_claims(&claims(json!({"role": "authenticated", "sub": "x"})));
+        assert_eq!(err.unwrap_err().status(), 401);
+    }
+
+    #[test]
+    fn authorization_table() {
+        let admin = Principal::Admin { user_id: None };
+        let buyer = Principal::Buyer { user_id: Uuid::nil() };
+        // (job, principal, allowed)
+        let cases = [
+            (JobType::Orchestrate, Principal::Trusted, true),
+            (JobType::Migrate, Principal::Trusted, true),
+            (JobType::Orchestrate, admin.clone(), true),
+            (JobType::ReviewBatch, admin.clone(), true),
+            (JobType::ProcessOrder, admin.clone(), true),
+            (JobType::Migrate, admin.clone(), false),
+            (JobType::Orchestrate, buyer.clone(), false),
+            (JobType::ReviewBatch, buyer.clone(), false),
+            (JobType::ProcessOrder, buyer.clone(), true),
+            (JobType::Migrate, buyer, false),
+            (JobType::ProcessOrder, Principal::NoRole, false),
+        ];
+        for (job, p, allowed) in cases {
+            let got = authorize(job, &p);
+            assert_eq!(got.is_ok(), allowed, "{job:?} {p:?}");
+            if let Err(e) = got {
+                assert_eq!(e.status(), 403);
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Pure business rules: no IO, no SQL, no AWS. Everything here is decided in
+//! integers or decimals and tested table-driven beside the code.
+
+pub mod fill;
+pub mod tier;
+
+pub use fill::{Fill, InvalidTarget};
+pub use tier::{decide, Action, Candidate};

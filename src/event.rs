@@ -1,0 +1,482 @@
+//! The event adapter: every source of SPEC §2 in, a job out, and the answer
+//! back in the source's own shape.
+//!
+//! Sources are recognised by their keys, in this order, so a malformed event
+//! gets a 400 that says what it looked like rather than "did not match any
+//! variant":
+//!
+//! | keys                                            | source                       |
+//! |-------------------------------------------------|------------------------------|
+//! | `requestContext.http`                           | HTTP API / Function URL (2.0)|
+//! | `httpMethod` + `requestContext`                 | REST API (1.0)               |
+//! | `detail-type: Scheduled Event`, `source: aws.events` | EventBridge schedule    |
+//! | anything else (expects `jobType`)               | direct invocation            |
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::apigw::{
+    ApiGatewayProxyRequest, ApiGatewayProxyResponse, ApiGatewayV2httpRequest,
+    ApiGatewayV2httpResponse,
+};
+use aws_lambda_events::encodings::Body;
+use base64::Engine;
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use http::Method;
+use serde_json::{Map, Value};
+
+use crate::app::App;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::jobs::{Deadline, Job, JobContext, JobType};
+
+/// Largest HTTP body accepted (SPEC §2: over 64 KiB is a 413).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub const CORS_ALLOW_HEADERS: &str =
+    "authorization, x-client-info, apikey, content-type, idempotency-key";
+pub const CORS_ALLOW_METHODS: &str = "POST, OPTIONS";
+
+/// What the adapter needs of the Lambda context.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    /// When Lambda will stop the invocation.
+    pub deadline: Option<Instant>,
+}
+
+impl Invocation {
+    pub fn new(request_id: impl Into<String>, deadline: Option<Instant>) -> Self {
+        Invocation {
+            request_id: request_id.into(),
+            deadline,
+        }
+    }
+
+    /// From the runtime's context, whose deadline is milliseconds since the epoch.
+    pub fn from_context(ctx: &lambda_runtime::Context) -> Self {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let deadline = (ctx.deadline > 0)
+            .then(|| Instant::now() + Duration::from_millis(ctx.deadline.saturating_sub(now_ms)));
+        Invocation::new(ctx.request_id.clone(), deadline)
+    }
+}
+
+/// A failed direct or EventBridge invocation: Lambda reports it as a function
+/// error whose message is the SPEC's JSON error text, so retries and
+/// dead-letter queues see exactly what an HTTP caller would.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationError {
+    pub error_type: &'static str,
+    pub status: u16,
+    /// `{"error": …, "timestamp": …, "requestId": …}` as text.
+    pub message: String,
+}
+
+impl From<InvocationError> for lambda_runtime::Diagnostic {
+    fn from(e: InvocationError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: e.error_type.to_owned(),
+            error_message: e.message,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Direct,
+    Schedule,
+    Rest,
+    Http,
+}
+
+impl Source {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Source::Direct => "direct",
+            Source::Schedule => "schedule",
+            Source::Rest => "rest",
+            Source::Http => "http",
+        }
+    }
+}
+
+/// A request for a job from a trusted source.
+struct TrustedJob {
+    source: Source,
+    job_type: Option<Value>,
+    data: Option<Value>,
+}
+
+/// The parts of an API Gateway request this function reads.
+struct HttpRequest {
+    source: Source,
+    method: Method,
+    headers: HeaderMap,
+    body: Option<String>,
+    is_base64_encoded: bool,
+    /// Claims an API Gateway authorizer verified, if any.
+    claims: Option<Map<String, Value>>,
+}
+
+enum Incoming {
+    Trusted(TrustedJob),
+    Http(HttpRequest),
+}
+
+impl App {
+    /// Handles one Lambda event from any source.
+    pub async fn handle(&self, event: Value, inv: &Invocation) -> Result<Value, InvocationError> {
+        let started = Instant::now();
+        let (source, job_type, result) = match classify(event) {
+            Err(e) => (Source::Direct, None, Err(e)),
+            Ok(Incoming::Trusted(job)) => {
+                let source = job.source;
+                let (job_type, result) = self.run_trusted(job, inv).await;
+                (source, job_type, result.map(Answer::Direct))
+            }
+            Ok(Incoming::Http(req)) => {
+                let (job_type, answer) = self.run_http(req, inv).await;
+                (answer.0, job_type, Ok(Answer::Http(answer.1, answer.2)))
+            }
+        };
+        let outcome = match &result {
+            Ok(Answer::Http(status, _)) if *status >= 400 => status.to_string(),
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.status().to_string(),
+        };
+        tracing::info!(
+            requestId = %inv.request_id,
+            jobType = job_type.map(|j| j.as_str()).unwrap_or("unknown"),
+            source = source.as_str(),
+            durationMs = started.elapsed().as_millis() as u64,
+            outcome = %outcome,
+            "invocation finished"
+        );
+        match result {
+            Ok(Answer::Direct(v)) | Ok(Answer::Http(_, v)) => Ok(v),
+            Err(e) => {
+                log_error(&e);
+                let body = e.body(&inv.request_id);
+                Err(InvocationError {
+                    error_type: e.kind(),
+                    status: e.status(),
+                    message: serde_json::to_string(&body).unwrap_or_else(|_| e.to_string()),
+                })
+            }
+        }
+    }
+
+    async fn run_trusted(
+        &self,
+        job: TrustedJob,
+        inv: &Invocation,
+    ) -> (Option<JobType>, Result<Value, ApiError>) {
+        let job_type = match JobType::parse(job.job_type.as_ref()) {
+            Ok(t) => t,
+            Err(e) => return (None, Err(e)),
+        };
+        let result = self
+            .run_job(job_type, job.data.as_ref(), &Principal::Trusted, inv)
+            .await;
+        (Some(job_type), result)
+    }
+
+    /// Always answers with a proxy response; errors become their status code.
+    async fn run_http(
+        &self,
+        req: HttpRequest,
+        inv: &Invocation,
+    ) -> (Option<JobType>, (Source, u16, Value)) {
+        let source = req.source;
+        let origin = self.settings.cors_allow_origin.as_str();
+        if req.method == Method::OPTIONS {
+            return (None, (source, 204, proxy_response(source, 204, None, origin)));
+        }
+        let mut job_type = None;
+        let result = self.http_job(req, inv, &mut job_type).await;
+        let (status, body) = match result {
+            Ok(v) => (200, v.to_string()),
+            Err(e) => {
+                log_error(&e);
+                let body = serde_json::to_string(&e.body(&inv.request_id))
+                    .unwrap_or_else(|_| "{}".to_owned());
+                (e.status(), body)
+            }
+        };
+        (
+            job_type,
+            (source, status, proxy_response(source, status, Some(body), origin)),
+        )
+    }
+
+    async fn http_job(
+        &self,
+        req: HttpRequest,
+        inv: &Invocation,
+        job_type_seen: &mut Option<JobType>,
+    ) -> Result<Value, ApiError> {
+        if req.method != Method::POST {
+            return Err(ApiError::MethodNotAllowed(format!(
+                "Method {} not allowed; use POST",
+                req.method
+            )));
+        }
+        let body = decode_body(req.body.as_deref(), req.is_base64_encoded)?;
+        let principal = self
+            .auth
+            .authenticate(header(&req.headers, "authorization"), req.claims.as_ref())?;
+        let mut request = match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(ApiError::BadRequest("Request body must be a JSON object".into())),
+            Err(_) => return Err(ApiError::BadRequest("Request body is not valid JSON".into())),
+        };
+        let job_type = JobType::parse(request.get("jobType"))?;
+        *job_type_seen = Some(job_type);
+        let mut data = request.remove("data");
+        if let Some(key) = header(&req.headers, "idempotency-key") {
+            merge_idempotency_key(&mut data, key)?;
+        }
+        self.run_job(job_type, data.as_ref(), &principal, inv).await
+    }
+
+    async fn run_job(
+        &self,
+        job_type: JobType,
+        data: Option<&Value>,
+        principal: &Principal,
+        inv: &Invocation,
+    ) -> Result<Value, ApiError> {
+        let job = Job::parse(job_type, data, principal)?;
+        let ctx = JobContext {
+            db: &self.db,
+            settings: &self.settings,
+            principal,
+            deadline: Deadline::new(inv.deadline, self.settings.deadline_margin),
+        };
+        job.run(&ctx).await
+    }
+}
+
+enum Answer {
+    Direct(Value),
+    Http(u16, Value),
+}
+
+fn log_error(e: &ApiError) {
+    match e {
+        ApiError::Internal(detail) => tracing::error!(error = %detail, "job failed"),
+        other => tracing::info!(status = other.status(), error = %other, "request refused"),
+    }
+}
+
+fn classify(event: Value) -> Result<Incoming, ApiError> {
+    let Value::Object(mut obj) = event else {
+        return Err(ApiError::BadRequest(
+            "Event must be a JSON object with a jobType".into(),
+        ));
+    };
+    let context = obj.get("requestContext");
+    if context.and_then(|c| c.get("http")).is_some() {
+        let req: ApiGatewayV2httpRequest = serde_json::from_value(Value::Object(obj))
+            .map_err(|e| ApiError::BadRequest(format!("Malformed HTTP API (payload 2.0) event: {e}")))?;
+        let claims = req
+            .request_context
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .map(|jwt| {
+                jwt.claims
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect()
+            });
+        return Ok(Incoming::Http(HttpRequest {
+            source: Source::Http,
+            method: req.request_context.http.method,
+            headers: req.headers,
+            body: req.body,
+            is_base64_encoded: req.is_base64_encoded,
+            claims,
+        }));
+    }
+    if context.is_some() && obj.contains_key("httpMethod") {
+        let req: ApiGatewayProxyRequest = serde_json::from_value(Value::Object(obj))
+            .map_err(|e| ApiError::BadRequest(format!("Malformed REST API (payload 1.0) event: {e}")))?;
+        let claims = match req.request_context.authorizer.fields.get("claims") {
+            Some(Value::Object(c)) => Some(c.clone()),
+            _ => None,
+        };
+        let mut headers = req.multi_value_headers;
+        headers.extend(req.headers);
+        return Ok(Incoming::Http(HttpRequest {
+            source: Source::Rest,
+            method: req.http_method,
+            headers,
+            body: req.body,
+            is_base64_encoded: req.is_base64_encoded,
+            claims,
+        }));
+    }
+    let scheduled = obj.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
+        && obj.get("source").and_then(Value::as_str) == Some("aws.events");
+    if scheduled {
+        // The rule's `detail` may name another job; otherwise a schedule orchestrates.
+        let mut detail = match obj.remove("detail") {
+            Some(Value::Object(d)) => d,
+            _ => Map::new(),
+        };
+        let job_type = detail
+            .remove("jobType")
+            .or_else(|| Some(Value::String(JobType::Orchestrate.as_str().into())));
+        return Ok(Incoming::Trusted(TrustedJob {
+            source: Source::Schedule,
+            job_type,
+            data: detail.remove("data"),
+        }));
+    }
+    Ok(Incoming::Trusted(TrustedJob {
+        source: Source::Direct,
+        job_type: obj.remove("jobType"),
+        data: obj.remove("data"),
+    }))
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The body as bytes, size-checked before and after base64 decoding.
+fn decode_body(body: Option<&str>, is_base64: bool) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!("Request body is larger than {} KiB", MAX_BODY_BYTES / 1024))
+    };
+    let raw = body.unwrap_or("");
+    let bytes = if is_base64 {
+        if raw.len() > MAX_BODY_BYTES.div_ceil(3) * 4 + 4 {
+            return Err(too_large());
+        }
+        base64::engine::general_purpose::STANDARD
+            .decode(raw.trim())
+            .map_err(|_| ApiError::BadRequest("Request body is not valid base64".into()))?
+    } else {
+        raw.as_bytes().to_vec()
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// The `Idempotency-Key` header means `data.idempotencyKey` (SPEC §2).
+fn merge_idempotency_key(data: &mut Option<Value>, key: &str) -> Result<(), ApiError> {
+    let map = match data {
+        None | Some(Value::Null) => {
+            *data = Some(Value::Object(Map::new()));
+            match data {
+                Some(Value::Object(m)) => m,
+                _ => return Ok(()),
+            }
+        }
+        Some(Value::Object(m)) => m,
+        // Not an object: the job's own validation reports it.
+        Some(_) => return Ok(()),
+    };
+    match map.get("idempotencyKey") {
+        Some(Value::String(existing)) if existing != key => Err(ApiError::BadRequest(
+            "idempotencyKey differs from the Idempotency-Key header".into(),
+        )),
+        Some(Value::String(_)) => Ok(()),
+        _ => {
+            map.insert("idempotencyKey".into(), Value::String(key.to_owned()));
+            Ok(())
+        }
+    }
+}
+
+fn cors_headers(origin: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        HeaderName::from_static("access-control-allow-origin"),
+        HeaderValue::from_str(origin).unwrap_or(HeaderValue::from_static("*")),
+    );
+    h.insert(
+        HeaderName::from_static("access-control-allow-headers"),
+        HeaderValue::from_static(CORS_ALLOW_HEADERS),
+    );
+    h.insert(
+        HeaderName::from_static("access-control-allow-methods"),
+        HeaderValue::from_static(CORS_ALLOW_METHODS),
+    );
+    h
+}
+
+/// A proxy integration response in the shape of the source's payload version.
+fn proxy_response(source: Source, status: u16, body: Option<String>, origin: &str) -> Value {
+    let headers = cors_headers(origin);
+    let body = body.map(Body::Text);
+    let value = if source == Source::Rest {
+        let mut r = ApiGatewayProxyResponse::default();
+        r.status_code = i64::from(status);
+        r.headers = headers;
+        r.body = body;
+        serde_json::to_value(r)
+    } else {
+        let mut r = ApiGatewayV2httpResponse::default();
+        r.status_code = i64::from(status);
+        r.headers = headers;
+        r.body = body;
+        serde_json::to_value(r)
+    };
+    value.unwrap_or_else(|_| serde_json::json!({"statusCode": 500}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn base64_bodies_are_decoded_and_size_checked() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(br#"{"jobType":"x"}"#);
+        assert_eq!(decode_body(Some(&b64), true).unwrap(), br#"{"jobType":"x"}"#);
+        assert_eq!(decode_body(Some("%%%"), true).unwrap_err().status(), 400);
+        let exact = "a".repeat(MAX_BODY_BYTES);
+        assert!(decode_body(Some(&exact), false).is_ok());
+        let over = "a".repeat(MAX_BODY_BYTES + 1);
+        assert_eq!(decode_body(Some(&over), false).unwrap_err().status(), 413);
+        let over64 = base64::engine::general_purpose::STANDARD.encode(over.as_bytes());
+        assert_eq!(decode_body(Some(&over64), true).unwrap_err().status(), 413);
+    }
+
+    #[test]
+    fn idempotency_header_fills_or_must_match_the_body() {
+        let mut none = None;
+        merge_idempotency_key(&mut none, "k1").unwrap();
+        assert_eq!(none, Some(json!({"idempotencyKey": "k1"})));
+        let mut same = Some(json!({"idempotencyKey": "k1"}));
+        merge_idempotency_key(&mut same, "k1").unwrap();
+        let mut other = Some(json!({"idempotencyKey": "k2"}));
+        assert_eq!(merge_idempotency_key(&mut other, "k1").unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn sources_are_recognised_by_their_keys() {
+        let direct = classify(json!({"jobType": "orchestrate"})).unwrap();
+        assert!(matches!(direct, Incoming::Trusted(TrustedJob { source: Source::Direct, .. })));
+        let sched = classify(json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}})).unwrap();
+        match sched {
+            Incoming::Trusted(j) => {
+                assert_eq!(j.source, Source::Schedule);
+                assert_eq!(j.job_type, Some(json!("orchestrate")));
+            }
+            _ => panic!("schedule not recognised"),
+        }
+        let bad_v2 = classify(json!({"requestContext": {"http": {}}})).err().unwrap();
+        assert!(bad_v2.to_string().starts_with("Malformed HTTP API"), "{bad_v2}");
+        assert_eq!(classify(json!([1, 2])).err().unwrap().status(), 400);
+    }
+}

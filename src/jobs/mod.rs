@@ -1,0 +1,115 @@
+//! The jobs of SPEC §1, one file each. Every job parses its `data` into a
+//! validated request (400 on the first bad field), then runs it. Jobs know
+//! nothing of AWS: the event adapter hands them a principal, a deadline and
+//! the database, and shapes whatever they answer.
+
+pub mod input;
+pub mod migrate;
+pub mod orchestrate;
+pub mod review_batch;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::auth::{authorize, Principal};
+use crate::configuration::Settings;
+use crate::error::ApiError;
+use crate::store::Db;
+use input::Data;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobType {
+    Orchestrate,
+    ProcessOrder,
+    ReviewBatch,
+    Migrate,
+}
+
+impl JobType {
+    pub fn parse(raw: Option<&Value>) -> Result<Self, ApiError> {
+        match raw.and_then(Value::as_str) {
+            Some("orchestrate") => Ok(JobType::Orchestrate),
+            Some("process-order") => Ok(JobType::ProcessOrder),
+            Some("review-batch") => Ok(JobType::ReviewBatch),
+            Some("migrate") => Ok(JobType::Migrate),
+            _ => Err(ApiError::BadRequest("Invalid job type".into())),
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobType::Orchestrate => "orchestrate",
+            JobType::ProcessOrder => "process-order",
+            JobType::ReviewBatch => "review-batch",
+            JobType::Migrate => "migrate",
+        }
+    }
+}
+
+/// When the invocation must stop starting new work: the Lambda deadline less
+/// `DEADLINE_MARGIN_MS`, so the answer still goes out before the timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    stop_at: Option<Instant>,
+}
+
+impl Deadline {
+    pub fn none() -> Self {
+        Deadline { stop_at: None }
+    }
+
+    pub fn new(deadline: Option<Instant>, margin: Duration) -> Self {
+        Deadline {
+            stop_at: deadline.map(|d| d.checked_sub(margin).unwrap_or(d)),
+        }
+    }
+
+    pub fn reached(&self) -> bool {
+        self.stop_at.is_some_and(|t| Instant::now() >= t)
+    }
+}
+
+/// What a job gets to work with.
+pub struct JobContext<'a> {
+    pub db: &'a Db,
+    pub settings: &'a Settings,
+    pub principal: &'a Principal,
+    pub deadline: Deadline,
+}
+
+/// One request, validated.
+#[derive(Debug)]
+pub enum Job {
+    Orchestrate(orchestrate::OrchestrateRequest),
+    ReviewBatch(review_batch::ReviewBatchRequest),
+    Migrate,
+}
+
+impl Job {
+    /// Authorizes `job_type` for the principal, then validates `data`.
+    pub fn parse(job_type: JobType, data: Option<&Value>, principal: &Principal) -> Result<Self, ApiError> {
+        authorize(job_type, principal)?;
+        let data = Data::new(data)?;
+        Ok(match job_type {
+            JobType::Orchestrate => Job::Orchestrate(orchestrate::OrchestrateRequest::parse(&data)?),
+            JobType::ReviewBatch => Job::ReviewBatch(review_batch::ReviewBatchRequest::parse(&data)?),
+            JobType::Migrate => Job::Migrate,
+            JobType::ProcessOrder => {
+                return Err(ApiError::Internal("process-order is not available yet".into()))
+            }
+        })
+    }
+
+    pub async fn run(self, ctx: &JobContext<'_>) -> Result<Value, ApiError> {
+        match self {
+            Job::Orchestrate(req) => to_value(orchestrate::run(req, ctx).await?),
+            Job::ReviewBatch(req) => to_value(review_batch::run(req, ctx).await?),
+            Job::Migrate => to_value(migrate::run(ctx).await?),
+        }
+    }
+}
+
+fn to_value(v: impl serde::Serialize) -> Result<Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::Internal(format!("serialize response: {e}")))
+}

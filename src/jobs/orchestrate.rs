@@ -1,0 +1,299 @@
+//! `orchestrate` (SPEC §5): decides the fate of `filling` batches near or past
+//! their window.
+//!
+//! Work goes a chunk at a time, one transaction per chunk, with a fixed number
+//! of round trips per chunk whatever its size:
+//!
+//! 1. `BEGIN`;
+//! 2. one `SELECT … FOR UPDATE SKIP LOCKED` takes the next chunk of candidates
+//!    that may need a write, in `(window_closes_at, id)` order; rows another
+//!    orchestrator holds are skipped and left to it, so no batch is acted on twice;
+//! 3. Rust decides every row ([`crate::domain::tier::decide`]);
+//! 4. up to four apply statements (confirm, review, cancel, nearing), pipelined
+//!    on the connection so they cost about one round trip together;
+//! 5. `COMMIT`.
+//!
+//! Batches that need a write are taken first, so a small `limit` is never spent
+//! on batches that are only reported. The rest (reported or merely counted) are
+//! read afterwards without locks. A run stops starting chunks when the Lambda
+//! deadline, less `DEADLINE_MARGIN_MS`, is reached, and says `hasMore`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::input::Data;
+use super::JobContext;
+use crate::domain::tier::{decide, Action};
+use crate::error::ApiError;
+use crate::store::batches::{self, CandidateRow, Cursor, Move, Scan, ScanQuery};
+use crate::store::StoreError;
+
+pub const REVIEW_MESSAGE: &str = "Batch 50-75% filled, window closed";
+pub const NEARING_MESSAGE: &str = "Batch nearing target - consider promotion";
+pub const SKIPPED_MESSAGE: &str = "invalid target_quantity";
+
+/// Largest `limit` accepted; a run over more batches goes through `hasMore`.
+pub const MAX_LIMIT: i64 = 1_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrchestrateRequest {
+    pub dry_run: bool,
+    /// Most candidates to evaluate; `None` is no cap but the deadline.
+    pub limit: Option<i64>,
+}
+
+impl OrchestrateRequest {
+    pub fn parse(data: &Data) -> Result<Self, ApiError> {
+        Ok(OrchestrateRequest {
+            dry_run: data.opt_bool("dryRun")?.unwrap_or(false),
+            limit: data.opt_int("limit", 1, MAX_LIMIT)?,
+        })
+    }
+}
+
+/// The orchestrate response; review-batch answers in the same shape.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrchestrateResponse {
+    pub success: bool,
+    pub processed: usize,
+    pub evaluated: u64,
+    pub has_more: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    pub results: Vec<BatchResult>,
+}
+
+impl OrchestrateResponse {
+    pub fn new(mut results: Vec<BatchResult>, evaluated: u64, has_more: bool, dry_run: bool) -> Self {
+        results.sort_by_key(|r| r.order_key);
+        OrchestrateResponse {
+            success: true,
+            processed: results.len(),
+            evaluated,
+            has_more,
+            dry_run,
+            results,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchResult {
+    pub batch_id: Uuid,
+    pub action: &'static str,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::float_option"
+    )]
+    pub fill_percentage: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supplier_order_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orders_cancelled: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'static str>,
+    /// Results are listed by window, then id.
+    #[serde(skip)]
+    pub order_key: (DateTime<Utc>, Uuid),
+}
+
+impl BatchResult {
+    /// The report line of a decided action, or `None` when the SPEC reports nothing.
+    pub fn of(batch_id: Uuid, window_closes_at: DateTime<Utc>, action: &Action) -> Option<Self> {
+        let (name, message) = match action {
+            Action::Skipped => ("skipped", Some(SKIPPED_MESSAGE)),
+            Action::Confirm(_) => ("confirmed", None),
+            Action::NeedsReview(_) => ("needs_review", Some(REVIEW_MESSAGE)),
+            Action::Cancel(_) => ("cancelled", None),
+            Action::NearingTarget { .. } => ("nearing_target", Some(NEARING_MESSAGE)),
+            Action::Nothing(_) => return None,
+        };
+        Some(BatchResult {
+            batch_id,
+            action: name,
+            fill_percentage: action.fill().map(|f| f.percentage()),
+            supplier_order_id: None,
+            orders_cancelled: matches!(action, Action::Cancel(_)).then_some(0),
+            message,
+            order_key: (window_closes_at, batch_id),
+        })
+    }
+}
+
+pub async fn run(req: OrchestrateRequest, ctx: &JobContext<'_>) -> Result<OrchestrateResponse, ApiError> {
+    let chunk_size = ctx.settings.orchestrate_chunk_size;
+    let lookahead_hours = ctx.settings.orchestrate_lookahead_hours;
+    let mut budget = req.limit.unwrap_or(i64::MAX);
+    let mut client = ctx.db.get().await?;
+    let mut results = Vec::new();
+    let mut evaluated: u64 = 0;
+
+    // Pass 1: batches that may need a write, locked, a chunk per transaction.
+    let mut cursor: Option<Cursor> = None;
+    let mut cut_short = false;
+    loop {
+        if budget == 0 || ctx.deadline.reached() {
+            cut_short = true;
+            break;
+        }
+        let query = ScanQuery {
+            scan: Scan::MayWrite,
+            lookahead_hours,
+            after: cursor,
+            limit: chunk_size.min(budget),
+            lock: !req.dry_run,
+        };
+        let (taken, last) = if req.dry_run {
+            preview_chunk(&**client, &query, &mut results).await?
+        } else {
+            act_chunk(&mut client, &query, &mut results).await?
+        };
+        evaluated += taken as u64;
+        budget -= taken as i64;
+        cursor = last.or(cursor);
+        if (taken as i64) < query.limit {
+            break;
+        }
+    }
+    let mut has_more =
+        cut_short && batches::more_may_write(&**client, lookahead_hours, cursor).await?;
+
+    // Pass 2: the remaining candidates need no write; they are read, reported
+    // where the SPEC reports them, and counted.
+    if !cut_short {
+        let mut cursor: Option<Cursor> = None;
+        while budget > 0 && !ctx.deadline.reached() {
+            let query = ScanQuery {
+                scan: Scan::ReportOnly,
+                lookahead_hours,
+                after: cursor,
+                limit: chunk_size.min(budget),
+                lock: false,
+            };
+            let rows = batches::candidates(&**client, &query).await?;
+            for row in &rows {
+                let action = decide(&row.facts);
+                if action.writes() {
+                    // The scan and the decision disagree only if the batch changed
+                    // between the passes; the next run acts on it.
+                    tracing::warn!(batch_id = %row.id, ?action, "batch needs a write after the write pass");
+                    has_more = true;
+                    continue;
+                }
+                results.extend(BatchResult::of(row.id, row.window_closes_at, &action));
+            }
+            evaluated += rows.len() as u64;
+            budget -= rows.len() as i64;
+            cursor = rows.last().map(CandidateRow::cursor).or(cursor);
+            if (rows.len() as i64) < query.limit {
+                break;
+            }
+        }
+    }
+
+    Ok(OrchestrateResponse::new(results, evaluated, has_more, req.dry_run))
+}
+
+/// The moves of one chunk, grouped by action.
+#[derive(Default)]
+struct Plan {
+    confirm: Vec<Move>,
+    review: Vec<Move>,
+    cancel: Vec<Move>,
+    nearing: Vec<Move>,
+    reports: Vec<BatchResult>,
+}
+
+impl Plan {
+    fn of(rows: &[CandidateRow]) -> Self {
+        let mut plan = Plan::default();
+        for row in rows {
+            let action = decide(&row.facts);
+            let target = match action {
+                Action::Confirm(_) => Some(&mut plan.confirm),
+                Action::NeedsReview(_) => Some(&mut plan.review),
+                Action::Cancel(_) => Some(&mut plan.cancel),
+                Action::NearingTarget { first_time: true, .. } => Some(&mut plan.nearing),
+                _ => None,
+            };
+            if let (Some(target), Some(fill)) = (target, action.fill()) {
+                target.push(Move {
+                    batch_id: row.id,
+                    fill_percentage: fill.percentage(),
+                    note: None,
+                });
+            }
+            plan.reports
+                .extend(BatchResult::of(row.id, row.window_closes_at, &action));
+        }
+        plan
+    }
+
+    fn cancel_ids(&self) -> Vec<Uuid> {
+        self.cancel.iter().map(|m| m.batch_id).collect()
+    }
+
+    /// Fills in what the writes returned: supplier order ids and cancelled counts.
+    fn finish(
+        self,
+        supplier_orders: &HashMap<Uuid, Uuid>,
+        cancelled: &HashMap<Uuid, i64>,
+        dry_run: bool,
+        out: &mut Vec<BatchResult>,
+    ) -> Result<(), ApiError> {
+        for mut r in self.reports {
+            match r.action {
+                "confirmed" if !dry_run => {
+                    r.supplier_order_id = Some(*supplier_orders.get(&r.batch_id).ok_or_else(|| {
+                        ApiError::Internal(format!("batch {} was not confirmed", r.batch_id))
+                    })?);
+                }
+                "cancelled" => {
+                    r.orders_cancelled = Some(cancelled.get(&r.batch_id).copied().unwrap_or(0));
+                }
+                _ => {}
+            }
+            out.push(r);
+        }
+        Ok(())
+    }
+}
+
+/// Takes, decides and applies one chunk in one transaction.
+async fn act_chunk(
+    client: &mut deadpool_postgres::Object,
+    query: &ScanQuery,
+    out: &mut Vec<BatchResult>,
+) -> Result<(usize, Option<Cursor>), ApiError> {
+    let tx = client.transaction().await.map_err(StoreError::from)?;
+    let rows = batches::candidates(&*tx, query).await?;
+    let plan = Plan::of(&rows);
+    let (supplier_orders, (), cancelled, ()) = tokio::try_join!(
+        batches::confirm(&*tx, &plan.confirm),
+        batches::hold_for_review(&*tx, &plan.review),
+        batches::cancel(&*tx, &plan.cancel, None),
+        batches::notify_nearing(&*tx, &plan.nearing),
+    )?;
+    tx.commit().await.map_err(StoreError::from)?;
+    plan.finish(&supplier_orders, &cancelled, false, out)?;
+    Ok((rows.len(), rows.last().map(CandidateRow::cursor)))
+}
+
+/// A dry run of one chunk: the same decisions, no locks, no writes.
+async fn preview_chunk(
+    client: &tokio_postgres::Client,
+    query: &ScanQuery,
+    out: &mut Vec<BatchResult>,
+) -> Result<(usize, Option<Cursor>), ApiError> {
+    let rows = batches::candidates(client, query).await?;
+    let plan = Plan::of(&rows);
+    let counts = batches::live_order_counts(client, &plan.cancel_ids()).await?;
+    plan.finish(&HashMap::new(), &counts, true, out)?;
+    Ok((rows.len(), rows.last().map(CandidateRow::cursor)))
+}

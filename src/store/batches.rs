@@ -1,0 +1,424 @@
+//! SQL for the batch lifecycle: fetching orchestrate candidates a chunk at a
+//! time, and applying decided actions to many batches in one statement each.
+//!
+//! The apply statements take parallel arrays (`UNNEST`) and do every write of an
+//! action — status, supplier order, order cancellations, history, events — in
+//! one statement built from data-modifying CTEs, so a chunk of any size costs
+//! the same few round trips.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::tier::{Candidate, CONFIRM_AT, NEARING_AT};
+
+/// A batch is an orchestrate candidate while filling and within the look-ahead.
+const IS_CANDIDATE: &str =
+    "b.batch_status = 'filling' AND b.window_closes_at < now() + make_interval(hours => $3)";
+
+/// After the keyset cursor ($4, $5); no cursor means from the start.
+const AFTER_CURSOR: &str =
+    "($4::timestamptz IS NULL OR (b.window_closes_at, b.id) > ($4, $5::uuid))";
+
+/// Narrows candidates to those whose decision may write, so a small `limit` is
+/// spent on work rather than on batches that are only reported. The thresholds
+/// come from the domain as parameters ($1 confirm, $2 nearing); the decision
+/// itself is still made in Rust on every fetched row. It must stay the exact
+/// complement of `Action::writes()`; the orchestrate tests pin every boundary.
+const MAY_WRITE: &str = "(b.target_quantity > 0 AND (
+        b.window_closes_at <= now()
+     OR COALESCE(b.current_quantity, 0)::int8 * 100 >= b.target_quantity::int8 * $1
+     OR (COALESCE(b.current_quantity, 0)::int8 * 100 >= b.target_quantity::int8 * $2
+         AND NOT EXISTS (SELECT 1 FROM batch_events e
+                          WHERE e.batch_id = b.id AND e.event_type = 'batch.nearing_target'))))";
+
+/// An order that a cancellation still has to cancel.
+const ORDER_IS_LIVE: &str =
+    "o.status IS DISTINCT FROM 'cancelled' AND o.workflow_status IS DISTINCT FROM 'cancelled'";
+
+/// Which candidates a scan returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// Candidates whose decision may write (taken first, and locked).
+    MayWrite,
+    /// The rest: reported or only counted.
+    ReportOnly,
+}
+
+/// Keyset position: candidates are walked in `(window_closes_at, id)` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub window_closes_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CandidateRow {
+    pub id: Uuid,
+    pub window_closes_at: DateTime<Utc>,
+    pub facts: Candidate,
+}
+
+impl CandidateRow {
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            window_closes_at: self.window_closes_at,
+            id: self.id,
+        }
+    }
+}
+
+pub struct ScanQuery {
+    pub scan: Scan,
+    pub lookahead_hours: i32,
+    pub after: Option<Cursor>,
+    pub limit: i64,
+    /// `FOR UPDATE SKIP LOCKED`: rows another orchestrator holds are left to it.
+    pub lock: bool,
+}
+
+/// One page of candidates in keyset order.
+pub async fn candidates(
+    client: &impl GenericClient,
+    q: &ScanQuery,
+) -> Result<Vec<CandidateRow>, StoreError> {
+    let filter = match q.scan {
+        Scan::MayWrite => MAY_WRITE.to_owned(),
+        Scan::ReportOnly => format!("NOT {MAY_WRITE}"),
+    };
+    let lock = if q.lock { "FOR UPDATE OF b SKIP LOCKED" } else { "" };
+    let sql = format!(
+        "SELECT b.id, b.window_closes_at,
+                COALESCE(b.current_quantity, 0)::int8,
+                b.target_quantity::int8,
+                b.window_closes_at <= now(),
+                EXISTS (SELECT 1 FROM batch_events e
+                         WHERE e.batch_id = b.id AND e.event_type = 'batch.nearing_target')
+           FROM production_batches b
+          WHERE {IS_CANDIDATE} AND {AFTER_CURSOR} AND {filter}
+          ORDER BY b.window_closes_at, b.id
+          LIMIT $6
+          {lock}"
+    );
+    let (after_at, after_id) = split(q.after);
+    let rows = client
+        .query_typed(
+            &sql,
+            &[
+                (&CONFIRM_AT, Type::INT8),
+                (&NEARING_AT, Type::INT8),
+                (&q.lookahead_hours, Type::INT4),
+                (&after_at, Type::TIMESTAMPTZ),
+                (&after_id, Type::UUID),
+                (&q.limit, Type::INT8),
+            ],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| CandidateRow {
+            id: r.get(0),
+            window_closes_at: r.get(1),
+            facts: Candidate {
+                current_quantity: r.get(2),
+                target_quantity: r.get(3),
+                window_closed: r.get(4),
+                nearing_notified: r.get(5),
+            },
+        })
+        .collect())
+}
+
+/// Whether any candidate that may need a write lies after `after` (for `hasMore`).
+pub async fn more_may_write(
+    client: &impl GenericClient,
+    lookahead_hours: i32,
+    after: Option<Cursor>,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM production_batches b
+                         WHERE {IS_CANDIDATE} AND {AFTER_CURSOR} AND {MAY_WRITE})"
+    );
+    let (after_at, after_id) = split(after);
+    let row = client
+        .query_typed_one(
+            &sql,
+            &[
+                (&CONFIRM_AT, Type::INT8),
+                (&NEARING_AT, Type::INT8),
+                (&lookahead_hours, Type::INT4),
+                (&after_at, Type::TIMESTAMPTZ),
+                (&after_id, Type::UUID),
+            ],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+fn split(c: Option<Cursor>) -> (Option<DateTime<Utc>>, Option<Uuid>) {
+    (c.map(|c| c.window_closes_at), c.map(|c| c.id))
+}
+
+/// One batch to move, with its fill (for events and history) and an optional note.
+#[derive(Debug, Clone)]
+pub struct Move {
+    pub batch_id: Uuid,
+    pub fill_percentage: Decimal,
+    pub note: Option<String>,
+}
+
+struct Columns {
+    ids: Vec<Uuid>,
+    fills: Vec<Decimal>,
+    notes: Vec<Option<String>>,
+}
+
+fn columns(moves: &[Move]) -> Columns {
+    Columns {
+        ids: moves.iter().map(|m| m.batch_id).collect(),
+        fills: moves.iter().map(|m| m.fill_percentage).collect(),
+        notes: moves.iter().map(|m| m.note.clone()).collect(),
+    }
+}
+
+/// Confirms batches: status, start date, one supplier order each, `batch.confirmed`.
+/// Returns batch id → supplier order id. The caller holds the batch rows locked.
+pub async fn confirm(
+    client: &impl GenericClient,
+    moves: &[Move],
+) -> Result<HashMap<Uuid, Uuid>, StoreError> {
+    if moves.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let c = columns(moves);
+    let rows = client
+        .query_typed(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $2::numeric[], $3::text[]) AS i(batch_id, fill, note)
+             ), moved AS (
+                 UPDATE production_batches b
+                    SET batch_status = 'confirmed', actual_start_date = current_date, updated_at = now()
+                   FROM input i
+                  WHERE b.id = i.batch_id AND b.batch_status IN ('filling', 'needs_review')
+              RETURNING b.id, b.supplier_id, b.target_quantity, b.product_category, b.unit_price_base,
+                        i.fill, i.note
+             ), totals AS (
+                 SELECT c.batch_id, sum(c.quantity * c.buyer_price_per_unit) AS buyer_total
+                   FROM batch_contributions c
+                  WHERE c.batch_id IN (SELECT id FROM moved)
+                  GROUP BY c.batch_id
+             ), so AS (
+                 INSERT INTO supplier_orders
+                        (order_number, supplier_id, batch_id, product_type, quantity,
+                         buyer_price, supplier_price, status)
+                 SELECT 'BATCH-' || m.id, m.supplier_id, m.id, m.product_category, m.target_quantity,
+                        COALESCE(t.buyer_total, 0), m.unit_price_base * m.target_quantity, 'pending'
+                   FROM moved m LEFT JOIN totals t ON t.batch_id = m.id
+              RETURNING id, batch_id, quantity, buyer_price, supplier_price
+             ), events AS (
+                 INSERT INTO batch_events (batch_id, event_type, payload)
+                 SELECT so.batch_id, 'batch.confirmed', jsonb_strip_nulls(jsonb_build_object(
+                            'supplierOrderId', so.id, 'fillPercentage', m.fill,
+                            'quantity', so.quantity, 'supplierPrice', so.supplier_price,
+                            'buyerPrice', so.buyer_price, 'note', m.note))
+                   FROM so JOIN moved m ON m.id = so.batch_id
+             )
+             SELECT batch_id, id FROM so",
+            &[
+                (&c.ids, Type::UUID_ARRAY),
+                (&c.fills, Type::NUMERIC_ARRAY),
+                (&c.notes, Type::TEXT_ARRAY),
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Holds batches for an admin: status `needs_review`, `batch.needs_review`.
+pub async fn hold_for_review(client: &impl GenericClient, moves: &[Move]) -> Result<(), StoreError> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let c = columns(moves);
+    client
+        .execute_typed(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $2::numeric[]) AS i(batch_id, fill)
+             ), moved AS (
+                 UPDATE production_batches b
+                    SET batch_status = 'needs_review', updated_at = now()
+                   FROM input i
+                  WHERE b.id = i.batch_id AND b.batch_status = 'filling'
+              RETURNING b.id, i.fill, b.current_quantity, b.target_quantity, b.window_closes_at
+             )
+             INSERT INTO batch_events (batch_id, event_type, payload)
+             SELECT id, 'batch.needs_review', jsonb_build_object(
+                        'fillPercentage', fill, 'currentQuantity', current_quantity,
+                        'targetQuantity', target_quantity, 'windowClosesAt', window_closes_at)
+               FROM moved",
+            &[(&c.ids, Type::UUID_ARRAY), (&c.fills, Type::NUMERIC_ARRAY)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Cancels batches and every live order in them: statuses, refund flags on paid
+/// or partly paid orders, one history row per order, and the events
+/// `batch.cancelled`, `order.cancelled`, `order.refund_requested`.
+/// Returns batch id → orders cancelled. `changed_by` is the admin, if any.
+pub async fn cancel(
+    client: &impl GenericClient,
+    moves: &[Move],
+    changed_by: Option<Uuid>,
+) -> Result<HashMap<Uuid, i64>, StoreError> {
+    if moves.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let c = columns(moves);
+    let sql = format!(
+        "WITH input AS (
+             SELECT * FROM unnest($1::uuid[], $2::numeric[], $3::text[]) AS i(batch_id, fill, note)
+         ), moved AS (
+             UPDATE production_batches b
+                SET batch_status = 'cancelled', updated_at = now()
+               FROM input i
+              WHERE b.id = i.batch_id AND b.batch_status IN ('filling', 'needs_review')
+          RETURNING b.id, i.fill, i.note
+         ), locked AS (
+             -- FOR UPDATE returns the newest version of each order, so the history
+             -- and refund events below see the payment status as it is now.
+             SELECT o.id, o.workflow_status, o.payment_status, o.buyer_price
+               FROM orders o
+              WHERE o.id IN (SELECT c.order_id FROM batch_contributions c
+                              WHERE c.batch_id IN (SELECT id FROM moved))
+                AND {ORDER_IS_LIVE}
+                FOR UPDATE OF o
+         ), targets AS (
+             -- An order belongs to one batch; if legacy data put it in two, the
+             -- lowest batch id of this statement takes it.
+             SELECT DISTINCT ON (l.id) l.id, l.workflow_status, l.payment_status, l.buyer_price,
+                    m.id AS batch_id, m.fill, m.note
+               FROM locked l
+               JOIN batch_contributions c ON c.order_id = l.id
+               JOIN moved m ON m.id = c.batch_id
+              ORDER BY l.id, m.id
+         ), cancelled AS (
+             UPDATE orders o
+                SET status = 'cancelled',
+                    workflow_status = 'cancelled',
+                    payment_status = CASE WHEN t.payment_status IN ('paid', 'partial')
+                                          THEN 'refund_pending' ELSE t.payment_status END,
+                    updated_at = now()
+               FROM targets t
+              WHERE o.id = t.id
+          RETURNING o.id
+         ), history AS (
+             INSERT INTO order_status_history (order_id, old_status, new_status, changed_by, notes)
+             SELECT t.id, t.workflow_status, 'cancelled', $4::uuid,
+                    'Batch ' || t.batch_id || ' cancelled at ' || t.fill || '% filled'
+                    || COALESCE(': ' || t.note, '')
+               FROM targets t
+         ), batch_events_ AS (
+             INSERT INTO batch_events (batch_id, event_type, payload)
+             SELECT m.id, 'batch.cancelled', jsonb_strip_nulls(jsonb_build_object(
+                        'fillPercentage', m.fill,
+                        'ordersCancelled', (SELECT count(*) FROM targets t WHERE t.batch_id = m.id),
+                        'note', m.note))
+               FROM moved m
+         ), order_events AS (
+             INSERT INTO batch_events (batch_id, order_id, event_type, payload)
+             SELECT t.batch_id, t.id, 'order.cancelled', jsonb_strip_nulls(jsonb_build_object(
+                        'previousWorkflowStatus', t.workflow_status, 'note', t.note))
+               FROM targets t
+             UNION ALL
+             SELECT t.batch_id, t.id, 'order.refund_requested', jsonb_build_object(
+                        'amount', t.buyer_price, 'previousPaymentStatus', t.payment_status)
+               FROM targets t
+              WHERE t.payment_status IN ('paid', 'partial')
+         )
+         SELECT m.id, (SELECT count(*) FROM targets t WHERE t.batch_id = m.id) FROM moved m"
+    );
+    let rows = client
+        .query_typed(
+            &sql,
+            &[
+                (&c.ids, Type::UUID_ARRAY),
+                (&c.fills, Type::NUMERIC_ARRAY),
+                (&c.notes, Type::TEXT_ARRAY),
+                (&changed_by, Type::UUID),
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Writes `batch.nearing_target` for batches that have none yet. The partial
+/// unique index makes "at most once per batch" hold even across racing runs.
+pub async fn notify_nearing(client: &impl GenericClient, moves: &[Move]) -> Result<(), StoreError> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let c = columns(moves);
+    client
+        .execute_typed(
+            "INSERT INTO batch_events (batch_id, event_type, payload)
+             SELECT i.batch_id, 'batch.nearing_target', jsonb_build_object('fillPercentage', i.fill)
+               FROM unnest($1::uuid[], $2::numeric[]) AS i(batch_id, fill)
+             ON CONFLICT (batch_id) WHERE event_type = 'batch.nearing_target' DO NOTHING",
+            &[(&c.ids, Type::UUID_ARRAY), (&c.fills, Type::NUMERIC_ARRAY)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// For a dry run: how many live orders each batch's cancellation would cancel.
+pub async fn live_order_counts(
+    client: &impl GenericClient,
+    batch_ids: &[Uuid],
+) -> Result<HashMap<Uuid, i64>, StoreError> {
+    if batch_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!(
+        "SELECT c.batch_id, count(DISTINCT o.id)
+           FROM batch_contributions c JOIN orders o ON o.id = c.order_id
+          WHERE c.batch_id = ANY($1) AND {ORDER_IS_LIVE}
+          GROUP BY c.batch_id"
+    );
+    let rows = client
+        .query_typed(&sql, &[(&batch_ids, Type::UUID_ARRAY)])
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// A batch as review-batch sees it, locked until the transaction ends.
+#[derive(Debug, Clone)]
+pub struct LockedBatch {
+    pub status: String,
+    pub current_quantity: i64,
+    pub target_quantity: i64,
+}
+
+pub async fn lock_batch(
+    client: &impl GenericClient,
+    batch_id: Uuid,
+) -> Result<Option<LockedBatch>, StoreError> {
+    let row = client
+        .query_typed_opt(
+            "SELECT COALESCE(batch_status, 'filling'), COALESCE(current_quantity, 0)::int8,
+                    target_quantity::int8
+               FROM production_batches WHERE id = $1 FOR UPDATE",
+            &[(&batch_id, Type::UUID)],
+        )
+        .await?;
+    Ok(row.map(|r| LockedBatch {
+        status: r.get(0),
+        current_quantity: r.get(1),
+        target_quantity: r.get(2),
+    }))
+}

@@ -1,0 +1,67 @@
+//! Everything that speaks SQL. Jobs call these functions with validated values
+//! and decided actions; nothing here decides business rules.
+//!
+//! Every statement goes through `query_typed` (an unnamed statement, parameters
+//! typed by us), so the function works through a transaction-mode pooler
+//! (Supavisor, PgBouncer) where named prepared statements break.
+
+pub mod batches;
+pub mod migrations;
+pub mod pool;
+
+pub use pool::Db;
+
+use crate::error::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or answered that it is going away.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+impl StoreError {
+    /// Connection-level failures and timeouts are outages (503); everything else
+    /// is a bug or a data problem (500).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Db(e) => is_outage(e),
+        }
+    }
+}
+
+fn is_outage(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            let c = code.code();
+            // 08: connection exception; 57P0x: shutdown / cannot connect now;
+            // 53300: too many connections; 57014: statement timeout / cancelled.
+            c.starts_with("08") || c.starts_with("57P") || c == "53300" || c == "57014"
+        }
+        // No SQLSTATE: the failure happened below the protocol (IO, TLS, closed socket).
+        None => true,
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::error!(error = %e, "database unavailable");
+            ApiError::Unavailable("Database unavailable".into())
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::from(e).into()
+    }
+}
