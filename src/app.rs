@@ -24,7 +24,10 @@ impl App {
         if settings.auth_mode == AuthMode::None {
             tracing::warn!("AUTH_MODE=none: HTTP requests are NOT authenticated; use this for local development only");
         }
-        let url = settings.database_url.as_deref().ok_or(StartupError::NoDatabase)?;
+        let url = settings
+            .database_url
+            .as_deref()
+            .ok_or(StartupError::NoDatabase)?;
         let db = Db::connect_lazy(url, &settings)?;
         let auth = Authenticator::new(settings.auth_mode, settings.jwt_secret.as_deref());
         Ok(App { settings, auth, db })

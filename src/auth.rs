@@ -73,8 +73,8 @@ impl Authenticator {
         if let Some(claims) = gateway_claims.filter(|c| !c.is_empty()) {
             return principal_from_claims(claims);
         }
-        let header = authorization
-            .ok_or_else(|| ApiError::Unauthorized("Missing bearer token".into()))?;
+        let header =
+            authorization.ok_or_else(|| ApiError::Unauthorized("Missing bearer token".into()))?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
@@ -172,7 +172,10 @@ mod tests {
         let user = "550e8400-e29b-41d4-a716-446655440000";
         let uid = Uuid::parse_str(user).unwrap();
         let cases = [
-            (json!({"role": "service_role"}), Principal::Admin { user_id: None }),
+            (
+                json!({"role": "service_role"}),
+                Principal::Admin { user_id: None },
+            ),
             (
                 json!({"role": "authenticated", "sub": user, "app_metadata": {"role": "admin"}}),
                 Principal::Admin { user_id: Some(uid) },
@@ -181,12 +184,19 @@ mod tests {
                 json!({"role": "authenticated", "sub": user, "app_metadata": "{\"role\":\"admin\"}"}),
                 Principal::Admin { user_id: Some(uid) },
             ),
-            (json!({"role": "authenticated", "sub": user}), Principal::Buyer { user_id: uid }),
+            (
+                json!({"role": "authenticated", "sub": user}),
+                Principal::Buyer { user_id: uid },
+            ),
             (json!({"role": "anon"}), Principal::NoRole),
             (json!({}), Principal::NoRole),
         ];
         for (c, expected) in cases {
-            assert_eq!(principal_from_claims(&claims(c.clone())).unwrap(), expected, "{c}");
+            assert_eq!(
+                principal_from_claims(&claims(c.clone())).unwrap(),
+                expected,
+                "{c}"
+            );
         }
         let err = principal_from_claims(&claims(json!({"role": "authenticated", "sub": "x"})));
         assert_eq!(err.unwrap_err().status(), 401);
@@ -195,7 +205,9 @@ mod tests {
     #[test]
     fn authorization_table() {
         let admin = Principal::Admin { user_id: None };
-        let buyer = Principal::Buyer { user_id: Uuid::nil() };
+        let buyer = Principal::Buyer {
+            user_id: Uuid::nil(),
+        };
         // (job, principal, allowed)
         let cases = [
             (JobType::Orchestrate, Principal::Trusted, true),

@@ -74,7 +74,11 @@ impl Settings {
             None => AuthMode::Jwt,
             Some(v) if v == "jwt" => AuthMode::Jwt,
             Some(v) if v == "none" => AuthMode::None,
-            Some(v) => return Err(ConfigError(format!("AUTH_MODE must be jwt or none, not {v}"))),
+            Some(v) => {
+                return Err(ConfigError(format!(
+                    "AUTH_MODE must be jwt or none, not {v}"
+                )))
+            }
         };
         let pooler = match get("DB_POOLER").as_deref().map(str::to_ascii_lowercase) {
             None => PoolerMode::Session,
@@ -93,7 +97,13 @@ impl Settings {
             pooler,
             auth_mode,
             jwt_secret: get("JWT_SECRET"),
-            orchestrate_lookahead_hours: number(&get, "ORCHESTRATE_LOOKAHEAD_HOURS", 24, 0, 24 * 366)?,
+            orchestrate_lookahead_hours: number(
+                &get,
+                "ORCHESTRATE_LOOKAHEAD_HOURS",
+                24,
+                0,
+                24 * 366,
+            )?,
             orchestrate_chunk_size: number(&get, "ORCHESTRATE_CHUNK_SIZE", 500, 1, 10_000)?,
             batch_window_days: number(&get, "BATCH_WINDOW_DAYS", 7, 1, 366)?,
             deadline_margin: Duration::from_millis(number(
@@ -176,6 +186,9 @@ mod tests {
         ])
         .unwrap();
         let shown = format!("{s:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("topsecret"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("topsecret"),
+            "{shown}"
+        );
     }
 }

@@ -67,9 +67,7 @@ impl ApiError {
     pub fn body(&self, request_id: &str) -> ErrorBody {
         ErrorBody {
             error: self.to_string(),
-            timestamp: chrono::Utc::now()
-                .format("%Y-%m-%dT%H:%M:%SZ")
-                .to_string(),
+            timestamp: chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
             request_id: request_id.to_owned(),
         }
     }

@@ -193,7 +193,10 @@ impl App {
         let source = req.source;
         let origin = self.settings.cors_allow_origin.as_str();
         if req.method == Method::OPTIONS {
-            return (None, (source, 204, proxy_response(source, 204, None, origin)));
+            return (
+                None,
+                (source, 204, proxy_response(source, 204, None, origin)),
+            );
         }
         let mut job_type = None;
         let result = self.http_job(req, inv, &mut job_type).await;
@@ -208,7 +211,11 @@ impl App {
         };
         (
             job_type,
-            (source, status, proxy_response(source, status, Some(body), origin)),
+            (
+                source,
+                status,
+                proxy_response(source, status, Some(body), origin),
+            ),
         )
     }
 
@@ -230,8 +237,16 @@ impl App {
             .authenticate(header(&req.headers, "authorization"), req.claims.as_ref())?;
         let mut request = match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(map)) => map,
-            Ok(_) => return Err(ApiError::BadRequest("Request body must be a JSON object".into())),
-            Err(_) => return Err(ApiError::BadRequest("Request body is not valid JSON".into())),
+            Ok(_) => {
+                return Err(ApiError::BadRequest(
+                    "Request body must be a JSON object".into(),
+                ))
+            }
+            Err(_) => {
+                return Err(ApiError::BadRequest(
+                    "Request body is not valid JSON".into(),
+                ))
+            }
         };
         let job_type = JobType::parse(request.get("jobType"))?;
         *job_type_seen = Some(job_type);
@@ -280,8 +295,10 @@ fn classify(event: Value) -> Result<Incoming, ApiError> {
     };
     let context = obj.get("requestContext");
     if context.and_then(|c| c.get("http")).is_some() {
-        let req: ApiGatewayV2httpRequest = serde_json::from_value(Value::Object(obj))
-            .map_err(|e| ApiError::BadRequest(format!("Malformed HTTP API (payload 2.0) event: {e}")))?;
+        let req: ApiGatewayV2httpRequest =
+            serde_json::from_value(Value::Object(obj)).map_err(|e| {
+                ApiError::BadRequest(format!("Malformed HTTP API (payload 2.0) event: {e}"))
+            })?;
         let claims = req
             .request_context
             .authorizer
@@ -303,8 +320,10 @@ fn classify(event: Value) -> Result<Incoming, ApiError> {
         }));
     }
     if context.is_some() && obj.contains_key("httpMethod") {
-        let req: ApiGatewayProxyRequest = serde_json::from_value(Value::Object(obj))
-            .map_err(|e| ApiError::BadRequest(format!("Malformed REST API (payload 1.0) event: {e}")))?;
+        let req: ApiGatewayProxyRequest =
+            serde_json::from_value(Value::Object(obj)).map_err(|e| {
+                ApiError::BadRequest(format!("Malformed REST API (payload 1.0) event: {e}"))
+            })?;
         let claims = match req.request_context.authorizer.fields.get("claims") {
             Some(Value::Object(c)) => Some(c.clone()),
             _ => None,
@@ -351,7 +370,10 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// The body as bytes, size-checked before and after base64 decoding.
 fn decode_body(body: Option<&str>, is_base64: bool) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
-        ApiError::PayloadTooLarge(format!("Request body is larger than {} KiB", MAX_BODY_BYTES / 1024))
+        ApiError::PayloadTooLarge(format!(
+            "Request body is larger than {} KiB",
+            MAX_BODY_BYTES / 1024
+        ))
     };
     let raw = body.unwrap_or("");
     let bytes = if is_base64 {
@@ -442,7 +464,10 @@ mod tests {
     #[test]
     fn base64_bodies_are_decoded_and_size_checked() {
         let b64 = base64::engine::general_purpose::STANDARD.encode(br#"{"jobType":"x"}"#);
-        assert_eq!(decode_body(Some(&b64), true).unwrap(), br#"{"jobType":"x"}"#);
+        assert_eq!(
+            decode_body(Some(&b64), true).unwrap(),
+            br#"{"jobType":"x"}"#
+        );
         assert_eq!(decode_body(Some("%%%"), true).unwrap_err().status(), 400);
         let exact = "a".repeat(MAX_BODY_BYTES);
         assert!(decode_body(Some(&exact), false).is_ok());
@@ -460,14 +485,28 @@ mod tests {
         let mut same = Some(json!({"idempotencyKey": "k1"}));
         merge_idempotency_key(&mut same, "k1").unwrap();
         let mut other = Some(json!({"idempotencyKey": "k2"}));
-        assert_eq!(merge_idempotency_key(&mut other, "k1").unwrap_err().status(), 400);
+        assert_eq!(
+            merge_idempotency_key(&mut other, "k1")
+                .unwrap_err()
+                .status(),
+            400
+        );
     }
 
     #[test]
     fn sources_are_recognised_by_their_keys() {
         let direct = classify(json!({"jobType": "orchestrate"})).unwrap();
-        assert!(matches!(direct, Incoming::Trusted(TrustedJob { source: Source::Direct, .. })));
-        let sched = classify(json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}})).unwrap();
+        assert!(matches!(
+            direct,
+            Incoming::Trusted(TrustedJob {
+                source: Source::Direct,
+                ..
+            })
+        ));
+        let sched = classify(
+            json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}),
+        )
+        .unwrap();
         match sched {
             Incoming::Trusted(j) => {
                 assert_eq!(j.source, Source::Schedule);
@@ -475,8 +514,13 @@ mod tests {
             }
             _ => panic!("schedule not recognised"),
         }
-        let bad_v2 = classify(json!({"requestContext": {"http": {}}})).err().unwrap();
-        assert!(bad_v2.to_string().starts_with("Malformed HTTP API"), "{bad_v2}");
+        let bad_v2 = classify(json!({"requestContext": {"http": {}}}))
+            .err()
+            .unwrap();
+        assert!(
+            bad_v2.to_string().starts_with("Malformed HTTP API"),
+            "{bad_v2}"
+        );
         assert_eq!(classify(json!([1, 2])).err().unwrap().status(), 400);
     }
 }

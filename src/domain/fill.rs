@@ -92,7 +92,11 @@ mod tests {
         ];
         for (current, target, expected) in cases {
             let got = Fill::new(current, target).unwrap().percentage();
-            assert_eq!(got, Decimal::from_str(expected).unwrap(), "{current}/{target}");
+            assert_eq!(
+                got,
+                Decimal::from_str(expected).unwrap(),
+                "{current}/{target}"
+            );
         }
     }
 }

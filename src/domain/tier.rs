@@ -33,7 +33,10 @@ pub enum Action {
     NeedsReview(Fill),
     Cancel(Fill),
     /// Window open and fill >= 60 %: reported; the event is written the first time only.
-    NearingTarget { fill: Fill, first_time: bool },
+    NearingTarget {
+        fill: Fill,
+        first_time: bool,
+    },
     /// Nothing to report or write.
     Nothing(Fill),
 }

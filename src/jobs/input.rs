@@ -115,7 +115,10 @@ mod tests {
     fn data_must_be_an_object_or_absent() {
         assert!(Data::new(None).is_ok());
         assert!(Data::new(Some(&Value::Null)).is_ok());
-        assert_eq!(msg(Data::new(Some(&json!([1]))).map(|_| ())), "data must be a JSON object");
+        assert_eq!(
+            msg(Data::new(Some(&json!([1]))).map(|_| ())),
+            "data must be a JSON object"
+        );
     }
 
     #[test]
@@ -125,7 +128,10 @@ mod tests {
         assert_eq!(d.opt_int("a", 1, 10).unwrap(), Some(5));
         assert_eq!(d.opt_int("missing", 1, 10).unwrap(), None);
         for key in ["f", "h", "s", "big", "neg"] {
-            assert_eq!(msg(d.opt_int(key, 1, 10)), format!("{key} must be an integer from 1 to 10"));
+            assert_eq!(
+                msg(d.opt_int(key, 1, 10)),
+                format!("{key} must be an integer from 1 to 10")
+            );
         }
         assert_eq!(msg(d.req_int("missing", 1, 10)), "missing is required");
     }
@@ -137,8 +143,15 @@ mod tests {
         assert_eq!(d.opt_str("s", 10).unwrap(), Some("tee"));
         assert_eq!(msg(d.opt_str("e", 10)), "e must not be empty");
         assert_eq!(msg(d.opt_str("n", 10)), "n must be a string");
-        assert_eq!(msg(d.opt_str("long", 5)), "long must be at most 5 characters");
-        assert_eq!(d.opt_str("u", 3).unwrap(), Some("ünï"), "counts characters, not bytes");
+        assert_eq!(
+            msg(d.opt_str("long", 5)),
+            "long must be at most 5 characters"
+        );
+        assert_eq!(
+            d.opt_str("u", 3).unwrap(),
+            Some("ünï"),
+            "counts characters, not bytes"
+        );
     }
 
     #[test]

@@ -88,15 +88,25 @@ pub enum Job {
 
 impl Job {
     /// Authorizes `job_type` for the principal, then validates `data`.
-    pub fn parse(job_type: JobType, data: Option<&Value>, principal: &Principal) -> Result<Self, ApiError> {
+    pub fn parse(
+        job_type: JobType,
+        data: Option<&Value>,
+        principal: &Principal,
+    ) -> Result<Self, ApiError> {
         authorize(job_type, principal)?;
         let data = Data::new(data)?;
         Ok(match job_type {
-            JobType::Orchestrate => Job::Orchestrate(orchestrate::OrchestrateRequest::parse(&data)?),
-            JobType::ReviewBatch => Job::ReviewBatch(review_batch::ReviewBatchRequest::parse(&data)?),
+            JobType::Orchestrate => {
+                Job::Orchestrate(orchestrate::OrchestrateRequest::parse(&data)?)
+            }
+            JobType::ReviewBatch => {
+                Job::ReviewBatch(review_batch::ReviewBatchRequest::parse(&data)?)
+            }
             JobType::Migrate => Job::Migrate,
             JobType::ProcessOrder => {
-                return Err(ApiError::Internal("process-order is not available yet".into()))
+                return Err(ApiError::Internal(
+                    "process-order is not available yet".into(),
+                ))
             }
         })
     }

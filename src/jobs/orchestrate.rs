@@ -18,7 +18,7 @@
 //! read afterwards without locks. A run stops starting chunks when the Lambda
 //! deadline, less `DEADLINE_MARGIN_MS`, is reached, and says `hasMore`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -69,7 +69,12 @@ pub struct OrchestrateResponse {
 }
 
 impl OrchestrateResponse {
-    pub fn new(mut results: Vec<BatchResult>, evaluated: u64, has_more: bool, dry_run: bool) -> Self {
+    pub fn new(
+        mut results: Vec<BatchResult>,
+        evaluated: u64,
+        has_more: bool,
+        dry_run: bool,
+    ) -> Self {
         results.sort_by_key(|r| r.order_key);
         OrchestrateResponse {
             success: true,
@@ -126,7 +131,10 @@ impl BatchResult {
     }
 }
 
-pub async fn run(req: OrchestrateRequest, ctx: &JobContext<'_>) -> Result<OrchestrateResponse, ApiError> {
+pub async fn run(
+    req: OrchestrateRequest,
+    ctx: &JobContext<'_>,
+) -> Result<OrchestrateResponse, ApiError> {
     let chunk_size = ctx.settings.orchestrate_chunk_size;
     let lookahead_hours = ctx.settings.orchestrate_lookahead_hours;
     let mut budget = req.limit.unwrap_or(i64::MAX);
@@ -135,6 +143,9 @@ pub async fn run(req: OrchestrateRequest, ctx: &JobContext<'_>) -> Result<Orches
     let mut evaluated: u64 = 0;
 
     // Pass 1: batches that may need a write, locked, a chunk per transaction.
+    // A batch told it is nearing its target stays `filling`; remember it so the
+    // second pass does not report it twice.
+    let mut nearing_now: HashSet<Uuid> = HashSet::new();
     let mut cursor: Option<Cursor> = None;
     let mut cut_short = false;
     loop {
@@ -150,9 +161,9 @@ pub async fn run(req: OrchestrateRequest, ctx: &JobContext<'_>) -> Result<Orches
             lock: !req.dry_run,
         };
         let (taken, last) = if req.dry_run {
-            preview_chunk(&**client, &query, &mut results).await?
+            preview_chunk(&client, &query, &mut results).await?
         } else {
-            act_chunk(&mut client, &query, &mut results).await?
+            act_chunk(&mut client, &query, &mut results, &mut nearing_now).await?
         };
         evaluated += taken as u64;
         budget -= taken as i64;
@@ -177,7 +188,12 @@ pub async fn run(req: OrchestrateRequest, ctx: &JobContext<'_>) -> Result<Orches
                 lock: false,
             };
             let rows = batches::candidates(&**client, &query).await?;
+            let mut taken = 0;
             for row in &rows {
+                if nearing_now.contains(&row.id) {
+                    continue;
+                }
+                taken += 1;
                 let action = decide(&row.facts);
                 if action.writes() {
                     // The scan and the decision disagree only if the batch changed
@@ -188,8 +204,8 @@ pub async fn run(req: OrchestrateRequest, ctx: &JobContext<'_>) -> Result<Orches
                 }
                 results.extend(BatchResult::of(row.id, row.window_closes_at, &action));
             }
-            evaluated += rows.len() as u64;
-            budget -= rows.len() as i64;
+            evaluated += taken;
+            budget -= taken as i64;
             cursor = rows.last().map(CandidateRow::cursor).or(cursor);
             if (rows.len() as i64) < query.limit {
                 break;
@@ -197,7 +213,12 @@ pub async fn run(req: OrchestrateRequest, ctx: &JobContext<'_>) -> Result<Orches
         }
     }
 
-    Ok(OrchestrateResponse::new(results, evaluated, has_more, req.dry_run))
+    Ok(OrchestrateResponse::new(
+        results,
+        evaluated,
+        has_more,
+        req.dry_run,
+    ))
 }
 
 /// The moves of one chunk, grouped by action.
@@ -219,7 +240,9 @@ impl Plan {
                 Action::Confirm(_) => Some(&mut plan.confirm),
                 Action::NeedsReview(_) => Some(&mut plan.review),
                 Action::Cancel(_) => Some(&mut plan.cancel),
-                Action::NearingTarget { first_time: true, .. } => Some(&mut plan.nearing),
+                Action::NearingTarget {
+                    first_time: true, ..
+                } => Some(&mut plan.nearing),
                 _ => None,
             };
             if let (Some(target), Some(fill)) = (target, action.fill()) {
@@ -250,9 +273,10 @@ impl Plan {
         for mut r in self.reports {
             match r.action {
                 "confirmed" if !dry_run => {
-                    r.supplier_order_id = Some(*supplier_orders.get(&r.batch_id).ok_or_else(|| {
-                        ApiError::Internal(format!("batch {} was not confirmed", r.batch_id))
-                    })?);
+                    r.supplier_order_id =
+                        Some(*supplier_orders.get(&r.batch_id).ok_or_else(|| {
+                            ApiError::Internal(format!("batch {} was not confirmed", r.batch_id))
+                        })?);
                 }
                 "cancelled" => {
                     r.orders_cancelled = Some(cancelled.get(&r.batch_id).copied().unwrap_or(0));
@@ -270,10 +294,12 @@ async fn act_chunk(
     client: &mut deadpool_postgres::Object,
     query: &ScanQuery,
     out: &mut Vec<BatchResult>,
+    nearing_now: &mut HashSet<Uuid>,
 ) -> Result<(usize, Option<Cursor>), ApiError> {
     let tx = client.transaction().await.map_err(StoreError::from)?;
     let rows = batches::candidates(&*tx, query).await?;
     let plan = Plan::of(&rows);
+    nearing_now.extend(plan.nearing.iter().map(|m| m.batch_id));
     let (supplier_orders, (), cancelled, ()) = tokio::try_join!(
         batches::confirm(&*tx, &plan.confirm),
         batches::hold_for_review(&*tx, &plan.review),

@@ -49,7 +49,10 @@ impl ReviewBatchRequest {
     }
 }
 
-pub async fn run(req: ReviewBatchRequest, ctx: &JobContext<'_>) -> Result<OrchestrateResponse, ApiError> {
+pub async fn run(
+    req: ReviewBatchRequest,
+    ctx: &JobContext<'_>,
+) -> Result<OrchestrateResponse, ApiError> {
     let mut client = ctx.db.get().await?;
     let tx = client.transaction().await.map_err(StoreError::from)?;
     let batch = batches::lock_batch(&*tx, req.batch_id)
@@ -78,8 +81,9 @@ pub async fn run(req: ReviewBatchRequest, ctx: &JobContext<'_>) -> Result<Orches
         Decision::Approve => {
             let orders = batches::confirm(&*tx, &moved).await?;
             let id = orders.get(&req.batch_id).copied();
-            result.supplier_order_id =
-                Some(id.ok_or_else(|| ApiError::Internal("approved batch has no supplier order".into()))?);
+            result.supplier_order_id = Some(id.ok_or_else(|| {
+                ApiError::Internal("approved batch has no supplier order".into())
+            })?);
         }
         Decision::Reject => {
             let counts = batches::cancel(&*tx, &moved, ctx.principal.user_id()).await?;

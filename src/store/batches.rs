@@ -91,7 +91,11 @@ pub async fn candidates(
         Scan::MayWrite => MAY_WRITE.to_owned(),
         Scan::ReportOnly => format!("NOT {MAY_WRITE}"),
     };
-    let lock = if q.lock { "FOR UPDATE OF b SKIP LOCKED" } else { "" };
+    let lock = if q.lock {
+        "FOR UPDATE OF b SKIP LOCKED"
+    } else {
+        ""
+    };
     let sql = format!(
         "SELECT b.id, b.window_closes_at,
                 COALESCE(b.current_quantity, 0)::int8,
@@ -240,7 +244,10 @@ pub async fn confirm(
 }
 
 /// Holds batches for an admin: status `needs_review`, `batch.needs_review`.
-pub async fn hold_for_review(client: &impl GenericClient, moves: &[Move]) -> Result<(), StoreError> {
+pub async fn hold_for_review(
+    client: &impl GenericClient,
+    moves: &[Move],
+) -> Result<(), StoreError> {
     if moves.is_empty() {
         return Ok(());
     }
@@ -323,15 +330,16 @@ pub async fn cancel(
                     'Batch ' || t.batch_id || ' cancelled at ' || t.fill || '% filled'
                     || COALESCE(': ' || t.note, '')
                FROM targets t
-         ), batch_events_ AS (
-             INSERT INTO batch_events (batch_id, event_type, payload)
-             SELECT m.id, 'batch.cancelled', jsonb_strip_nulls(jsonb_build_object(
+         ), events AS (
+             -- One INSERT so that ids follow the order written here: each batch's
+             -- `batch.cancelled` before the order events it caused.
+             INSERT INTO batch_events (batch_id, order_id, event_type, payload)
+             SELECT m.id, NULL::uuid, 'batch.cancelled', jsonb_strip_nulls(jsonb_build_object(
                         'fillPercentage', m.fill,
                         'ordersCancelled', (SELECT count(*) FROM targets t WHERE t.batch_id = m.id),
                         'note', m.note))
                FROM moved m
-         ), order_events AS (
-             INSERT INTO batch_events (batch_id, order_id, event_type, payload)
+             UNION ALL
              SELECT t.batch_id, t.id, 'order.cancelled', jsonb_strip_nulls(jsonb_build_object(
                         'previousWorkflowStatus', t.workflow_status, 'note', t.note))
                FROM targets t

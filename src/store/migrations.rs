@@ -44,8 +44,11 @@ pub struct MigrationReport {
 
 pub async fn run(client: &mut deadpool_postgres::Client) -> Result<MigrationReport, StoreError> {
     let tx = client.transaction().await?;
-    tx.execute_typed("SELECT pg_advisory_xact_lock($1)", &[(&LOCK_KEY, Type::INT8)])
-        .await?;
+    tx.execute_typed(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[(&LOCK_KEY, Type::INT8)],
+    )
+    .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS batch_processor_migrations (
              version    bigint PRIMARY KEY,

@@ -23,9 +23,9 @@ pub struct Db {
 impl Db {
     /// A pool for `url` (a `postgres://` URL or a libpq key=value string).
     pub fn connect_lazy(url: &str, settings: &Settings) -> Result<Self, StoreError> {
-        let mut pg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|_| StoreError::Unavailable("DATABASE_URL is not a valid Postgres URL".into()))?;
+        let mut pg: tokio_postgres::Config = url.parse().map_err(|_| {
+            StoreError::Unavailable("DATABASE_URL is not a valid Postgres URL".into())
+        })?;
         pg.connect_timeout(CONNECT_TIMEOUT);
         if pg.get_application_name().is_none() {
             pg.application_name("batch-processor");
@@ -62,7 +62,9 @@ impl Db {
                     Some("3D000") => "the database does not exist",
                     _ => "could not connect to the database",
                 },
-                deadpool_postgres::PoolError::Timeout(_) => "timed out waiting for a database connection",
+                deadpool_postgres::PoolError::Timeout(_) => {
+                    "timed out waiting for a database connection"
+                }
                 _ => "could not connect to the database",
             };
             StoreError::Unavailable(what.into())

@@ -1,0 +1,308 @@
+-- 0002_adopt_original.sql
+-- Why: a database that already holds the original Supabase tables (SPEC §4.2)
+-- skipped every CREATE in 0001, so this file upgrades those tables in place to
+-- the §4.1 shape without dropping a row or a column: naive UTC timestamps ->
+-- timestamptz, widened status CHECKs (needs_review, refund_pending),
+-- supplier_orders.batch_id (unique) with a nullable created_by,
+-- orders.idempotency_key (unique). It then creates, on BOTH paths, the unique
+-- and partial indexes the jobs rely on. Every step inspects pg_catalog first,
+-- so on an empty-path database (after 0001) or on a second run it changes
+-- nothing. Runs inside the runner's transaction: no BEGIN/COMMIT, no
+-- CONCURRENTLY, no psql meta-commands, no triggers, no extensions.
+
+-- 1. Enum: add any label the original enum lacks (appended; no-op normally).
+DO $$
+DECLARE
+    v text;
+    typ oid := to_regtype(format('%I.order_workflow_status', current_schema()));
+BEGIN
+    FOREACH v IN ARRAY ARRAY[
+        'quote_requested', 'quote_sent', 'admin_review', 'awaiting_payment',
+        'payment_received', 'assigned_to_supplier', 'sample_requested',
+        'sample_submitted', 'sample_approved', 'bulk_production',
+        'qc_inspection', 'ready_to_ship', 'shipped', 'delivered',
+        'completed', 'cancelled', 'on_hold']
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_enum WHERE enumtypid = typ AND enumlabel = v) THEN
+            EXECUTE format('ALTER TYPE %s ADD VALUE %L', typ::regtype, v);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- 2. timestamp without time zone (holding UTC) -> timestamptz, read as UTC.
+--    Only columns that are still naive are touched, so a timestamptz column is
+--    never converted twice. AT TIME ZONE 'UTC' makes the result independent of
+--    the session TimeZone. The default is dropped before and set after the
+--    type change (USING does not apply to defaults). One ALTER TABLE per table
+--    so each table is rewritten once.
+DO $$
+DECLARE
+    t    text;
+    rel  regclass;
+    col  text;
+    cmds text[];
+BEGIN
+    FOREACH t IN ARRAY ARRAY['suppliers', 'supplier_mou_terms', 'production_batches',
+                             'orders', 'batch_contributions', 'order_status_history',
+                             'supplier_orders']
+    LOOP
+        rel := to_regclass(format('%I.%I', current_schema(), t));
+        CONTINUE WHEN rel IS NULL;
+        cmds := ARRAY[]::text[];
+        FOR col IN
+            SELECT a.attname
+            FROM pg_attribute a
+            WHERE a.attrelid = rel
+              AND a.attnum > 0
+              AND NOT a.attisdropped
+              AND a.attname IN ('window_closes_at', 'created_at', 'updated_at', 'committed_at')
+              AND a.atttypid = 'timestamp without time zone'::regtype
+            ORDER BY a.attnum
+        LOOP
+            cmds := cmds
+                || format('ALTER COLUMN %I DROP DEFAULT', col)
+                || format('ALTER COLUMN %1$I TYPE timestamptz USING %1$I AT TIME ZONE %2$L', col, 'UTC')
+                || format('ALTER COLUMN %I SET DEFAULT %s', col,
+                          CASE WHEN col = 'window_closes_at'
+                               THEN '(now() + interval ''7 days'')'
+                               ELSE 'now()' END);
+        END LOOP;
+        IF cardinality(cmds) > 0 THEN
+            EXECUTE format('ALTER TABLE %s ', rel) || array_to_string(cmds, ', ');
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- 3. SPEC §4.1 defaults, set only where a column has none (existing defaults,
+--    e.g. uuid_generate_v4(), are kept).
+DO $$
+DECLARE
+    r   record;
+    rel regclass;
+BEGIN
+    FOR r IN
+        SELECT * FROM (VALUES
+            ('suppliers',            'id',                         'gen_random_uuid()'),
+            ('suppliers',            'created_at',                 'now()'),
+            ('supplier_mou_terms',   'id',                         'gen_random_uuid()'),
+            ('supplier_mou_terms',   'moq_per_batch',              '200'),
+            ('supplier_mou_terms',   'max_styles_allowed',         '4'),
+            ('supplier_mou_terms',   'complexity_premium_percent', '5.0'),
+            ('supplier_mou_terms',   'lead_time_days',             '14'),
+            ('supplier_mou_terms',   'status',                     '''pending'''),
+            ('supplier_mou_terms',   'created_at',                 'now()'),
+            ('supplier_mou_terms',   'updated_at',                 'now()'),
+            ('production_batches',   'id',                         'gen_random_uuid()'),
+            ('production_batches',   'target_quantity',            '200'),
+            ('production_batches',   'current_quantity',           '0'),
+            ('production_batches',   'current_style_count',        '0'),
+            ('production_batches',   'max_styles',                 '4'),
+            ('production_batches',   'batch_status',               '''filling'''),
+            ('production_batches',   'complexity_multiplier',      '1.0'),
+            ('production_batches',   'window_closes_at',           '(now() + interval ''7 days'')'),
+            ('production_batches',   'created_at',                 'now()'),
+            ('production_batches',   'updated_at',                 'now()'),
+            ('orders',               'id',                         'gen_random_uuid()'),
+            ('orders',               'status',                     '''pending'''),
+            ('orders',               'workflow_status',            '''quote_requested'''),
+            ('orders',               'payment_status',             '''pending'''),
+            ('orders',               'created_at',                 'now()'),
+            ('orders',               'updated_at',                 'now()'),
+            ('batch_contributions',  'id',                         'gen_random_uuid()'),
+            ('batch_contributions',  'committed_at',               'now()'),
+            ('order_status_history', 'id',                         'gen_random_uuid()'),
+            ('order_status_history', 'created_at',                 'now()'),
+            ('supplier_orders',      'id',                         'gen_random_uuid()'),
+            ('supplier_orders',      'status',                     '''pending'''),
+            ('supplier_orders',      'created_at',                 'now()'),
+            ('supplier_orders',      'updated_at',                 'now()')
+        ) AS d(tbl, col, expr)
+    LOOP
+        rel := to_regclass(format('%I.%I', current_schema(), r.tbl));
+        CONTINUE WHEN rel IS NULL;
+        IF EXISTS (
+            SELECT 1 FROM pg_attribute a
+            WHERE a.attrelid = rel AND a.attname = r.col AND NOT a.attisdropped
+              AND NOT a.atthasdef AND a.attgenerated = '' AND a.attidentity = ''
+        ) THEN
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel, r.col, r.expr);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- 4. production_batches.batch_status CHECK must allow 'needs_review'.
+--    Kept as is when exactly one CHECK references the column, it is named
+--    production_batches_batch_status_check, and it lists every status;
+--    otherwise every CHECK referencing batch_status (whatever its name) is
+--    dropped and the canonical one added.
+DO $$
+DECLARE
+    rel    regclass := to_regclass(format('%I.production_batches', current_schema()));
+    att    smallint;
+    wanted text[] := ARRAY['filling', 'needs_review', 'confirmed', 'in_production', 'completed', 'cancelled'];
+    ok     boolean;
+    c      record;
+BEGIN
+    SELECT a.attnum INTO att FROM pg_attribute a
+    WHERE a.attrelid = rel AND a.attname = 'batch_status' AND NOT a.attisdropped;
+
+    SELECT coalesce(count(*) = 1 AND bool_and(
+               k.conname = 'production_batches_batch_status_check'
+               AND k.convalidated
+               AND (SELECT bool_and(strpos(pg_get_constraintdef(k.oid), quote_literal(w)) > 0)
+                    FROM unnest(wanted) AS w)), false)
+      INTO ok
+      FROM pg_constraint k
+     WHERE k.conrelid = rel AND k.contype = 'c' AND att = ANY (k.conkey);
+
+    IF NOT ok THEN
+        FOR c IN SELECT k.conname FROM pg_constraint k
+                 WHERE k.conrelid = rel AND k.contype = 'c' AND att = ANY (k.conkey)
+        LOOP
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', rel, c.conname);
+        END LOOP;
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT production_batches_batch_status_check '
+                       'CHECK (batch_status IN (''filling'', ''needs_review'', ''confirmed'', '
+                       '''in_production'', ''completed'', ''cancelled''))', rel);
+    END IF;
+END
+$$;
+
+-- 5. orders.payment_status CHECK must allow 'refund_pending' (same method).
+DO $$
+DECLARE
+    rel    regclass := to_regclass(format('%I.orders', current_schema()));
+    att    smallint;
+    wanted text[] := ARRAY['pending', 'partial', 'paid', 'overdue', 'refund_pending'];
+    ok     boolean;
+    c      record;
+BEGIN
+    SELECT a.attnum INTO att FROM pg_attribute a
+    WHERE a.attrelid = rel AND a.attname = 'payment_status' AND NOT a.attisdropped;
+
+    SELECT coalesce(count(*) = 1 AND bool_and(
+               k.conname = 'orders_payment_status_check'
+               AND k.convalidated
+               AND (SELECT bool_and(strpos(pg_get_constraintdef(k.oid), quote_literal(w)) > 0)
+                    FROM unnest(wanted) AS w)), false)
+      INTO ok
+      FROM pg_constraint k
+     WHERE k.conrelid = rel AND k.contype = 'c' AND att = ANY (k.conkey);
+
+    IF NOT ok THEN
+        FOR c IN SELECT k.conname FROM pg_constraint k
+                 WHERE k.conrelid = rel AND k.contype = 'c' AND att = ANY (k.conkey)
+        LOOP
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', rel, c.conname);
+        END LOOP;
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT orders_payment_status_check '
+                       'CHECK (payment_status IN (''pending'', ''partial'', ''paid'', '
+                       '''overdue'', ''refund_pending''))', rel);
+    END IF;
+END
+$$;
+
+-- 6. supplier_orders: batch_id -> production_batches (FK added only if the
+--    column has none), created_by nullable (its FK, if any, is kept: NULL
+--    passes it). orders: idempotency_key.
+ALTER TABLE supplier_orders ADD COLUMN IF NOT EXISTS batch_id uuid;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS idempotency_key text;
+
+DO $$
+DECLARE
+    rel regclass := to_regclass(format('%I.supplier_orders', current_schema()));
+    att smallint;
+BEGIN
+    SELECT a.attnum INTO att FROM pg_attribute a
+    WHERE a.attrelid = rel AND a.attname = 'batch_id' AND NOT a.attisdropped;
+
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint k
+                   WHERE k.conrelid = rel AND k.contype = 'f' AND k.conkey = ARRAY[att]) THEN
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT supplier_orders_batch_id_fkey '
+                       'FOREIGN KEY (batch_id) REFERENCES %s (id)',
+                       rel, to_regclass(format('%I.production_batches', current_schema())));
+    END IF;
+
+    IF EXISTS (SELECT 1 FROM pg_attribute a
+               WHERE a.attrelid = rel AND a.attname = 'created_by' AND a.attnotnull AND NOT a.attisdropped) THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN created_by DROP NOT NULL', rel);
+    END IF;
+END
+$$;
+
+-- 7. Unique keys the code's ON CONFLICT clauses and exactly-once rules rely on.
+--    Created only when no valid, non-partial unique index on exactly these
+--    columns exists (under any name).
+DO $$
+DECLARE
+    r   record;
+    rel regclass;
+BEGIN
+    FOR r IN
+        SELECT * FROM (VALUES
+            ('supplier_orders',     ARRAY['batch_id'],             'supplier_orders_batch_id_key',             false),
+            ('orders',              ARRAY['idempotency_key'],      'orders_idempotency_key_key',               false),
+            ('batch_contributions', ARRAY['batch_id', 'order_id'], 'batch_contributions_batch_id_order_id_key', true)
+        ) AS u(tbl, cols, name, as_constraint)
+    LOOP
+        rel := to_regclass(format('%I.%I', current_schema(), r.tbl));
+        CONTINUE WHEN EXISTS (
+            SELECT 1
+            FROM pg_index i
+            WHERE i.indrelid = rel
+              AND i.indisunique AND i.indisvalid
+              AND i.indpred IS NULL AND i.indexprs IS NULL
+              AND i.indnkeyatts = cardinality(r.cols)
+              AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
+                   FROM pg_attribute a
+                   WHERE a.attrelid = rel AND a.attnum = ANY (i.indkey::int2[]))
+                  = (SELECT array_agg(x ORDER BY x) FROM unnest(r.cols) AS x)
+        );
+        IF r.as_constraint THEN
+            -- An original database without this key may hold duplicates; refuse
+            -- with a clear message rather than delete anyone's rows.
+            IF EXISTS (SELECT 1 FROM batch_contributions
+                       GROUP BY batch_id, order_id HAVING count(*) > 1) THEN
+                RAISE EXCEPTION 'batch_contributions holds duplicate (batch_id, order_id) rows; '
+                                'merge them before applying this migration';
+            END IF;
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I UNIQUE (%s)', rel, r.name,
+                           (SELECT string_agg(quote_ident(x), ', ') FROM unnest(r.cols) AS x));
+        ELSE
+            EXECUTE format('CREATE UNIQUE INDEX %I ON %s (%s)', r.name, rel,
+                           (SELECT string_agg(quote_ident(x), ', ') FROM unnest(r.cols) AS x));
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- 8. Indexes the jobs need (both paths; created after the type changes so the
+--    table rewrites above do not have to rebuild them).
+--    The partial ones match only when the query spells the literal
+--    batch_status = 'filling' (not a bind parameter).
+
+-- orchestrate: keyset scan of filling batches by window_closes_at, id.
+CREATE INDEX IF NOT EXISTS production_batches_filling_window_idx
+    ON production_batches (window_closes_at, id)
+    WHERE batch_status = 'filling';
+
+-- process-order: fullest open batch of a category, in the order it picks.
+CREATE INDEX IF NOT EXISTS production_batches_filling_category_idx
+    ON production_batches (product_category, current_quantity DESC, window_closes_at, id)
+    WHERE batch_status = 'filling';
+
+-- cancelling / confirming: contributions by batch are served by the unique
+-- (batch_id, order_id); this one serves lookups by order.
+CREATE INDEX IF NOT EXISTS batch_contributions_order_id_idx
+    ON batch_contributions (order_id);
+
+-- order history by order.
+CREATE INDEX IF NOT EXISTS order_status_history_order_id_idx
+    ON order_status_history (order_id);
+
+-- process-order: cheapest active supplier (status, base_price, lead_time_days, supplier_id).
+CREATE INDEX IF NOT EXISTS supplier_mou_terms_status_price_idx
+    ON supplier_mou_terms (status, base_price, lead_time_days, supplier_id);

@@ -1,0 +1,432 @@
+//! The one shared helper of the black-box tests: a fresh database per test
+//! (created, migrated through the real `migrate` job, dropped at the end), the
+//! app built on it exactly as `main.rs` builds it, and seeding shortcuts.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use batch_processor::configuration::Settings;
+use batch_processor::{App, Invocation, InvocationError};
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+pub const JWT_SECRET: &str = "test-jwt-secret-with-at-least-32-bytes!!";
+pub const ADMIN_SUB: &str = "00000000-0000-4000-8000-00000000ad01";
+pub const BUYER_SUB: &str = "00000000-0000-4000-8000-0000000b0001";
+
+/// The server the tests run against: `DATABASE_URL` (a URL of any database on
+/// it) or the local default.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `url` with its database replaced by `db`.
+pub fn url_for(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{}", &base[..authority_end], db);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot connect to test Postgres ({e}); is it running? see README")
+        });
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A database that is dropped (with its connections) when this goes out of scope.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = format!("bp_test_{}", Uuid::new_v4().simple());
+        let admin = connect(&server_url()).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        TestDb {
+            url: url_for(&server_url(), &name),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context; a small runtime of its own does the work.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let admin = connect(&server_url()).await;
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub app: App,
+    /// A plain connection for seeding and for checking what the jobs wrote.
+    pub db: tokio_postgres::Client,
+    // Last: dropped after the app's pool.
+    _database: std::sync::Arc<TestDb>,
+}
+
+pub fn settings(url: &str, env: &[(&str, &str)]) -> Settings {
+    let mut map: HashMap<String, String> = HashMap::from([
+        ("DATABASE_URL".to_owned(), url.to_owned()),
+        ("JWT_SECRET".to_owned(), JWT_SECRET.to_owned()),
+        ("DEADLINE_MARGIN_MS".to_owned(), "0".to_owned()),
+    ]);
+    for (k, v) in env {
+        map.insert(k.to_string(), v.to_string());
+    }
+    Settings::from_lookup(|k| map.get(k).cloned()).expect("test settings")
+}
+
+impl TestApp {
+    /// A migrated database and an app with the default test settings.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    pub async fn spawn_with(env: &[(&str, &str)]) -> Self {
+        let app = Self::unmigrated(env).await;
+        app.direct("migrate", Value::Null)
+            .await
+            .expect("migrations apply");
+        app
+    }
+
+    /// A fresh, empty database and an app on it; nothing applied.
+    pub async fn unmigrated(env: &[(&str, &str)]) -> Self {
+        let database = std::sync::Arc::new(TestDb::create().await);
+        Self::on(database, env).await
+    }
+
+    /// Another app (its own pool, as another Lambda instance) on the same database.
+    pub async fn another_instance(&self, env: &[(&str, &str)]) -> Self {
+        Self::on(self._database.clone(), env).await
+    }
+
+    async fn on(database: std::sync::Arc<TestDb>, env: &[(&str, &str)]) -> Self {
+        let app = App::new(settings(&database.url, env)).expect("app builds");
+        TestApp {
+            app,
+            db: connect(&database.url).await,
+            _database: database,
+        }
+    }
+
+    pub async fn invoke(&self, event: Value) -> Result<Value, InvocationError> {
+        self.invoke_with(event, &Invocation::new("test-request-id", None))
+            .await
+    }
+
+    pub async fn invoke_with(
+        &self,
+        event: Value,
+        inv: &Invocation,
+    ) -> Result<Value, InvocationError> {
+        self.app.handle(event, inv).await
+    }
+
+    /// A direct invocation, as `aws lambda invoke` sends it.
+    pub async fn direct(&self, job: &str, data: Value) -> Result<Value, InvocationError> {
+        self.invoke(json!({"jobType": job, "data": data})).await
+    }
+
+    pub async fn orchestrate(&self, data: Value) -> Value {
+        self.direct("orchestrate", data)
+            .await
+            .unwrap_or_else(|e| panic!("orchestrate failed: {}", e.message))
+    }
+
+    // ---- seeding -------------------------------------------------------
+
+    pub async fn supplier(&self, name: &str) -> Uuid {
+        self.db
+            .query_one(
+                "INSERT INTO suppliers (id, company_name) VALUES (gen_random_uuid(), $1) RETURNING id",
+                &[&name],
+            )
+            .await
+            .expect("insert supplier")
+            .get(0)
+    }
+
+    /// A `filling` batch whose window closes `window_secs` from now (negative:
+    /// already closed), priced at 10.00 a unit.
+    pub async fn batch(&self, current: i32, target: i32, window_secs: f64) -> Uuid {
+        self.batch_in("t-shirts", current, target, window_secs, "filling")
+            .await
+    }
+
+    pub async fn batch_in(
+        &self,
+        category: &str,
+        current: i32,
+        target: i32,
+        window_secs: f64,
+        status: &str,
+    ) -> Uuid {
+        let supplier = self.supplier("Seed Supplier").await;
+        self.db
+            .query_one(
+                "INSERT INTO production_batches
+                     (product_category, product_variant_base, target_quantity, current_quantity,
+                      supplier_id, unit_price_base, batch_status, window_closes_at)
+                 VALUES ($1, 'crew-neck', $2, $3, $4, 10.00, $5, now() + make_interval(secs => $6))
+                 RETURNING id",
+                &[
+                    &category,
+                    &target,
+                    &current,
+                    &supplier,
+                    &status,
+                    &window_secs,
+                ],
+            )
+            .await
+            .expect("insert batch")
+            .get(0)
+    }
+
+    /// An order of `quantity` at `unit_price` contributing to `batch`.
+    pub async fn order(
+        &self,
+        batch: Uuid,
+        quantity: i32,
+        unit_price: &str,
+        payment_status: &str,
+    ) -> Uuid {
+        let price: rust_decimal::Decimal = unit_price.parse().expect("price");
+        let total = price * rust_decimal::Decimal::from(quantity);
+        let order: Uuid = self
+            .db
+            .query_one(
+                "INSERT INTO orders (order_number, buyer_id, product_type, quantity, status,
+                                     workflow_status, payment_status, buyer_price)
+                 VALUES ('T-' || gen_random_uuid(), gen_random_uuid(), 't-shirts', $1, 'pending',
+                         'awaiting_payment', $2, $3)
+                 RETURNING id",
+                &[&quantity, &payment_status, &total],
+            )
+            .await
+            .expect("insert order")
+            .get(0);
+        self.db
+            .execute(
+                "INSERT INTO batch_contributions (batch_id, order_id, quantity, style_details,
+                                                  buyer_price_per_unit)
+                 VALUES ($1, $2, $3, '{\"variant\": \"navy-m\"}', $4)",
+                &[&batch, &order, &quantity, &price],
+            )
+            .await
+            .expect("insert contribution");
+        order
+    }
+
+    pub async fn status_of(&self, batch: Uuid) -> String {
+        self.db
+            .query_one(
+                "SELECT batch_status FROM production_batches WHERE id = $1",
+                &[&batch],
+            )
+            .await
+            .expect("batch exists")
+            .get(0)
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
+    /// Event types written for a batch, in order.
+    pub async fn events_of(&self, batch: Uuid) -> Vec<String> {
+        self.db
+            .query(
+                "SELECT event_type FROM batch_events WHERE batch_id = $1 ORDER BY id",
+                &[&batch],
+            )
+            .await
+            .expect("events")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// A digest of every table a job may write, to prove nothing changed.
+    pub async fn fingerprint(&self) -> String {
+        let mut out = String::new();
+        for table in [
+            "production_batches",
+            "supplier_orders",
+            "orders",
+            "batch_contributions",
+            "order_status_history",
+            "batch_events",
+        ] {
+            let row = self
+                .db
+                .query_one(
+                    &format!(
+                        "SELECT count(*)::text || ':' || COALESCE(md5(string_agg(t::text, '|' ORDER BY t::text)), '')
+                           FROM {table} t"
+                    ),
+                    &[],
+                )
+                .await
+                .expect("fingerprint");
+            out.push_str(table);
+            out.push('=');
+            out.push_str(&row.get::<_, String>(0));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+// ---- tokens and HTTP events ---------------------------------------------------
+
+pub fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+pub fn token_with(claims: Value, secret: &str, alg: jsonwebtoken::Algorithm) -> String {
+    let key = EncodingKey::from_secret(secret.as_bytes()).expect("key");
+    encode(&Header::new(alg), &claims, &key).expect("encode token")
+}
+
+pub fn token(claims: Value) -> String {
+    token_with(claims, JWT_SECRET, jsonwebtoken::Algorithm::HS256)
+}
+
+pub fn admin_token() -> String {
+    token(json!({"role": "service_role", "exp": now_secs() + 600}))
+}
+
+pub fn buyer_token() -> String {
+    token(
+        json!({"role": "authenticated", "sub": BUYER_SUB, "aud": "authenticated", "exp": now_secs() + 600}),
+    )
+}
+
+/// One of AWS's own sample events from `shared/aws-events/`.
+pub fn aws_sample(name: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/aws-events/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).expect("sample parses")
+}
+
+/// An HTTP API (payload 2.0) request built on AWS's sample, without authorizer.
+pub fn http_v2(method: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Value {
+    let mut e = aws_sample("example-apigw-v2-request-no-authorizer.json");
+    e["requestContext"]["http"]["method"] = json!(method);
+    e["rawPath"] = json!("/jobs");
+    e["requestContext"]["http"]["path"] = json!("/jobs");
+    e["headers"] = json!({});
+    for (k, v) in headers {
+        e["headers"][*k] = json!(v);
+    }
+    e["body"] = body.map(|b| json!(b)).unwrap_or(Value::Null);
+    e["isBase64Encoded"] = json!(false);
+    e
+}
+
+/// A REST API (payload 1.0) request built on AWS's sample.
+pub fn http_v1(method: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Value {
+    let mut e = aws_sample("example-apigw-request.json");
+    e["httpMethod"] = json!(method);
+    e["requestContext"]["httpMethod"] = json!(method);
+    e["headers"] = json!({});
+    e["multiValueHeaders"] = json!({});
+    for (k, v) in headers {
+        e["headers"][*k] = json!(v);
+        e["multiValueHeaders"][*k] = json!([v]);
+    }
+    if let Some(ctx) = e["requestContext"].as_object_mut() {
+        ctx.remove("authorizer");
+    }
+    e["body"] = body.map(|b| json!(b)).unwrap_or(Value::Null);
+    e["isBase64Encoded"] = json!(false);
+    e
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// The status and parsed body of a proxy response.
+pub fn proxy(resp: &Value) -> (u16, Value) {
+    let status = resp["statusCode"].as_u64().expect("statusCode") as u16;
+    let body = resp["body"]
+        .as_str()
+        .map(|b| serde_json::from_str(b).expect("body is JSON"))
+        .unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// The JSON error of a failed direct invocation.
+pub fn error_json(e: &InvocationError) -> Value {
+    serde_json::from_str(&e.message).expect("error message is JSON")
+}
+
+pub fn deadline_in(ms: u64) -> Option<Instant> {
+    Some(Instant::now() + std::time::Duration::from_millis(ms))
+}
+
+/// Results of an orchestrate response keyed by batch id.
+pub fn by_batch(resp: &Value) -> HashMap<Uuid, Value> {
+    resp["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            (
+                Uuid::parse_str(r["batchId"].as_str().expect("batchId")).expect("uuid"),
+                r.clone(),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,10 @@
+//! Black-box tests against a real Postgres: every test creates, migrates and
+//! drops its own database, so they run in parallel.
+
+mod helpers;
+
+mod auth;
+mod http;
+mod migrations;
+mod orchestrate;
+mod review_batch;

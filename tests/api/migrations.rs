@@ -1,0 +1,237 @@
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_and_twice_is_a_no_op() {
+    let t = TestApp::unmigrated(&[]).await;
+    let first = t.direct("migrate", Value::Null).await.unwrap();
+    assert_eq!(first["success"], true);
+    assert_eq!(
+        first["applied"],
+        json!(["0001_schema", "0002_adopt_original", "0003_batch_events"])
+    );
+    let before = t.fingerprint().await;
+    let second = t.direct("migrate", Value::Null).await.unwrap();
+    assert_eq!(second["applied"], json!([]));
+    assert_eq!(second["alreadyApplied"], 3);
+    assert_eq!(t.fingerprint().await, before);
+    for table in [
+        "suppliers",
+        "supplier_mou_terms",
+        "production_batches",
+        "batch_contributions",
+        "orders",
+        "order_status_history",
+        "supplier_orders",
+        "batch_events",
+    ] {
+        assert_eq!(
+            t.count(&format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "{table} exists"
+        );
+    }
+}
+
+/// Two instances migrating a fresh database at the same moment: both succeed,
+/// each migration is recorded once.
+#[tokio::test]
+async fn concurrent_migrations_serialize_on_the_advisory_lock() {
+    let a = TestApp::unmigrated(&[]).await;
+    let b = a.another_instance(&[]).await;
+    let c = a.another_instance(&[]).await;
+    let (ra, rb, rc) = tokio::join!(
+        a.direct("migrate", Value::Null),
+        b.direct("migrate", Value::Null),
+        c.direct("migrate", Value::Null)
+    );
+    let applied: Vec<usize> = [ra, rb, rc]
+        .into_iter()
+        .map(|r| {
+            r.expect("every migrate succeeds")["applied"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert_eq!(applied.iter().sum::<usize>(), 3, "{applied:?}");
+    assert_eq!(
+        a.count("SELECT count(*) FROM batch_processor_migrations")
+            .await,
+        3
+    );
+}
+
+fn fixture_id(prefix: &str, n: u32) -> Uuid {
+    Uuid::parse_str(&format!("{prefix}-0000-4000-8000-{n:012}")).unwrap()
+}
+
+fn batch_id(n: u32) -> Uuid {
+    fixture_id("ba000000", n)
+}
+
+fn order_id(n: u32) -> Uuid {
+    fixture_id("0d000000", n)
+}
+
+/// The upgrade path of SPEC §4.2: the original Supabase tables, with rows and
+/// foreign columns, migrated in place; then the jobs run on them.
+#[tokio::test]
+async fn the_original_database_is_upgraded_in_place_and_the_jobs_work_on_it() {
+    let t = TestApp::unmigrated(&[]).await;
+    let fixture = include_str!("../fixtures/original_schema.sql");
+    t.db.batch_execute(fixture).await.expect("fixture loads");
+    let naive_window: String =
+        t.db.query_one(
+            "SELECT window_closes_at::text FROM production_batches WHERE id = $1",
+            &[&batch_id(7)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(naive_window, "2026-01-15 10:30:00");
+    let counts_before = table_counts(&t).await;
+
+    // Migrate under a session time zone other than UTC: naive values are UTC.
+    t.db.batch_execute("SET TimeZone = 'America/New_York'")
+        .await
+        .unwrap();
+    let resp = t.direct("migrate", Value::Null).await.unwrap();
+    assert_eq!(resp["applied"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        table_counts(&t).await,
+        counts_before,
+        "no row lost or added"
+    );
+
+    t.db.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    let row = t
+        .db
+        .query_one(
+            "SELECT window_closes_at::text, pg_typeof(window_closes_at)::text FROM production_batches WHERE id = $1",
+            &[&batch_id(7)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "2026-01-15 10:30:00+00");
+    assert_eq!(row.get::<_, String>(1), "timestamp with time zone");
+    // Foreign columns survive with their values.
+    let notes: Vec<String> =
+        t.db.query("SELECT notes FROM orders ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    assert_eq!(notes.len(), 12);
+    assert!(notes.iter().all(|n| n.starts_with("keep-me-")), "{notes:?}");
+    assert!(
+        t.count("SELECT count(*) FROM information_schema.columns WHERE table_name = 'orders'")
+            .await
+            >= 41
+    );
+
+    // The jobs on the upgraded tables (expectations in tests/fixtures/README.md).
+    let resp = t.orchestrate(json!({})).await;
+    let order: Vec<Uuid> = resp["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| Uuid::parse_str(r["batchId"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [2, 9, 1, 3, 8, 5, 6].map(batch_id).to_vec(),
+        "{resp}"
+    );
+    assert_eq!(resp["evaluated"], 8);
+    let r = by_batch(&resp);
+    assert_eq!(r[&batch_id(2)]["action"], "needs_review");
+    assert_eq!(r[&batch_id(9)]["action"], "needs_review");
+    assert_eq!(r[&batch_id(1)]["action"], "confirmed");
+    assert_eq!(r[&batch_id(3)]["action"], "cancelled");
+    assert_eq!(r[&batch_id(3)]["ordersCancelled"], 2);
+    assert_eq!(r[&batch_id(8)]["action"], "skipped");
+    assert_eq!(r[&batch_id(5)]["action"], "nearing_target");
+    assert_eq!(r[&batch_id(6)]["action"], "confirmed");
+
+    let so = t
+        .db
+        .query_one(
+            "SELECT supplier_price::text, buyer_price::text, created_by IS NULL FROM supplier_orders WHERE batch_id = $1",
+            &[&batch_id(1)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(so.get::<_, String>(0), "1700.00");
+    assert_eq!(so.get::<_, String>(1), "1675.00");
+    assert!(
+        so.get::<_, bool>(2),
+        "the system creates supplier orders with no user"
+    );
+    let o4 =
+        t.db.query_one(
+            "SELECT status, payment_status, notes FROM orders WHERE id = $1",
+            &[&order_id(4)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(o4.get::<_, String>(0), "cancelled");
+    assert_eq!(o4.get::<_, String>(1), "refund_pending");
+    assert_eq!(o4.get::<_, String>(2), "keep-me-4");
+    let refund: Value = t
+        .db
+        .query_one(
+            "SELECT payload FROM batch_events WHERE event_type = 'order.refund_requested' AND order_id = $1",
+            &[&order_id(4)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(refund["amount"].as_f64(), Some(531.5));
+
+    // review-batch on the upgraded tables.
+    let approved = t
+        .direct(
+            "review-batch",
+            json!({"batchId": batch_id(2), "decision": "approve"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved["results"][0]["action"], "confirmed");
+    let rejected = t
+        .direct(
+            "review-batch",
+            json!({"batchId": batch_id(9), "decision": "reject"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejected["results"][0]["ordersCancelled"], 1);
+    let conflict = t
+        .direct(
+            "review-batch",
+            json!({"batchId": batch_id(1), "decision": "approve"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(conflict.status, 409);
+}
+
+async fn table_counts(t: &TestApp) -> Vec<i64> {
+    let mut out = Vec::new();
+    for table in [
+        "auth.users",
+        "suppliers",
+        "supplier_mou_terms",
+        "production_batches",
+        "orders",
+        "batch_contributions",
+        "order_status_history",
+        "supplier_orders",
+    ] {
+        out.push(t.count(&format!("SELECT count(*) FROM {table}")).await);
+    }
+    out
+}
