@@ -2,6 +2,7 @@
 //! integers or decimals and tested table-driven beside the code.
 
 pub mod fill;
+pub mod pricing;
 pub mod tier;
 
 pub use fill::{Fill, InvalidTarget};

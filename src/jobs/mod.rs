@@ -6,6 +6,7 @@
 pub mod input;
 pub mod migrate;
 pub mod orchestrate;
+pub mod process_order;
 pub mod review_batch;
 
 use std::time::{Duration, Instant};
@@ -82,6 +83,7 @@ pub struct JobContext<'a> {
 #[derive(Debug)]
 pub enum Job {
     Orchestrate(orchestrate::OrchestrateRequest),
+    ProcessOrder(process_order::ProcessOrderRequest),
     ReviewBatch(review_batch::ReviewBatchRequest),
     Migrate,
 }
@@ -104,9 +106,7 @@ impl Job {
             }
             JobType::Migrate => Job::Migrate,
             JobType::ProcessOrder => {
-                return Err(ApiError::Internal(
-                    "process-order is not available yet".into(),
-                ))
+                Job::ProcessOrder(process_order::ProcessOrderRequest::parse(&data, principal)?)
             }
         })
     }
@@ -114,6 +114,7 @@ impl Job {
     pub async fn run(self, ctx: &JobContext<'_>) -> Result<Value, ApiError> {
         match self {
             Job::Orchestrate(req) => to_value(orchestrate::run(req, ctx).await?),
+            Job::ProcessOrder(req) => process_order::run(req, ctx).await,
             Job::ReviewBatch(req) => to_value(review_batch::run(req, ctx).await?),
             Job::Migrate => to_value(migrate::run(ctx).await?),
         }

@@ -7,6 +7,7 @@
 
 pub mod batches;
 pub mod migrations;
+pub mod orders;
 pub mod pool;
 
 pub use pool::Db;
@@ -18,8 +19,20 @@ pub enum StoreError {
     /// The database could not be reached or answered that it is going away.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    #[error("database error: {0}")]
+    #[error("database error: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
+}
+
+/// tokio-postgres prints only "db error"; the logs need the server's message
+/// and SQLSTATE (never shown to callers: `Internal` hides it).
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} [{}]", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 impl StoreError {

@@ -97,6 +97,19 @@ impl Drop for TestDb {
     }
 }
 
+/// Logs of failing tests are shown by the test harness (captured otherwise).
+fn init_test_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn,batch_processor=error".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 pub struct TestApp {
     pub app: App,
     /// A plain connection for seeding and for checking what the jobs wrote.
@@ -143,6 +156,7 @@ impl TestApp {
     }
 
     async fn on(database: std::sync::Arc<TestDb>, env: &[(&str, &str)]) -> Self {
+        init_test_logs();
         let app = App::new(settings(&database.url, env)).expect("app builds");
         TestApp {
             app,
@@ -186,6 +200,32 @@ impl TestApp {
             .await
             .expect("insert supplier")
             .get(0)
+    }
+
+    /// A supplier with MOU terms. Returns the supplier id.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn terms(
+        &self,
+        status: &str,
+        moq: i32,
+        max_styles: i32,
+        base_price: &str,
+        premium: Option<&str>,
+        lead_time_days: i32,
+    ) -> Uuid {
+        let supplier = self.supplier("Terms Supplier").await;
+        let base: rust_decimal::Decimal = base_price.parse().expect("price");
+        let premium: Option<rust_decimal::Decimal> = premium.map(|p| p.parse().expect("premium"));
+        self.db
+            .execute(
+                "INSERT INTO supplier_mou_terms (id, supplier_id, tier, moq_per_batch, max_styles_allowed,
+                                                 base_price, complexity_premium_percent, lead_time_days, status)
+                 VALUES (gen_random_uuid(), $1, 'standard', $2, $3, $4, $5, $6, $7)",
+                &[&supplier, &moq, &max_styles, &base, &premium, &lead_time_days, &status],
+            )
+            .await
+            .expect("insert terms");
+        supplier
     }
 
     /// A `filling` batch whose window closes `window_secs` from now (negative:
@@ -414,6 +454,12 @@ pub fn error_json(e: &InvocationError) -> Value {
 
 pub fn deadline_in(ms: u64) -> Option<Instant> {
     Some(Instant::now() + std::time::Duration::from_millis(ms))
+}
+
+/// A process-order request's `data`.
+pub fn order_data(category: &str, quantity: i64, variant: &str, buyer: &str) -> Value {
+    json!({"productCategory": category, "productVariantBase": "crew-neck", "quantity": quantity,
+           "styleDetails": {"variant": variant, "notes": "as sent"}, "buyerId": buyer})
 }
 
 /// Results of an orchestrate response keyed by batch id.

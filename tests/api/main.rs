@@ -7,4 +7,5 @@ mod auth;
 mod http;
 mod migrations;
 mod orchestrate;
+mod process_order;
 mod review_batch;

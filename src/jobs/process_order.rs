@@ -1,0 +1,404 @@
+//! `process-order` (SPEC §6): places one buyer order into a batch, creating a
+//! batch when none fits — all in one transaction.
+//!
+//! Concurrency, in lock order (key → category → batch row, never the reverse):
+//!
+//! - Requests with one idempotency key take turns on a transaction-scoped
+//!   advisory lock of that key: exactly one order per key.
+//! - Orders of one category take turns on an advisory lock of the category.
+//!   Fullest-first sends them to the same batch anyway, so this costs little
+//!   parallelism, and it buys two things: two first orders of a category share
+//!   one new batch instead of opening two, and no deadlock. (Without it, an
+//!   order whose `FOR UPDATE` locked a batch that then failed the re-check keeps
+//!   that row lock — Postgres does not release it — and could wait for the
+//!   category while another order holding the category waits for the row.)
+//! - The chosen batch row is locked (`FOR UPDATE`) before it is read for
+//!   pricing and until commit. orchestrate locks batches too (`SKIP LOCKED`),
+//!   so an order and an orchestrate on one batch serialize on its row: an
+//!   order never lands in a batch that was just cancelled or confirmed (the
+//!   locked re-check sees the new status and the order moves on), none pushes
+//!   a batch past `target_quantity` or `max_styles`, no increment is lost.
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::input::Data;
+use super::JobContext;
+use crate::auth::Principal;
+use crate::domain::pricing::{quote, PriceInput, Quote};
+use crate::domain::Fill;
+use crate::error::ApiError;
+use crate::store::orders::{self, NewOrder};
+use crate::store::StoreError;
+
+pub const MAX_NAME_CHARS: usize = 100;
+pub const MAX_QUANTITY: i64 = 1_000_000;
+pub const MAX_STYLE_DETAILS_BYTES: usize = 16 * 1024;
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessOrderRequest {
+    pub product_category: String,
+    pub product_variant_base: String,
+    pub quantity: i32,
+    /// As the buyer sent it; stored verbatim.
+    pub style_details: Value,
+    /// `styleDetails.variant`: what makes two orders the same style.
+    pub variant: String,
+    pub buyer_id: Uuid,
+    pub idempotency_key: Option<String>,
+}
+
+impl ProcessOrderRequest {
+    /// Validates `data`; a buyer may order only for themself (`buyerId`
+    /// omitted means them, another id is a 403).
+    pub fn parse(data: &Data, principal: &Principal) -> Result<Self, ApiError> {
+        let bad = |msg: &str| ApiError::BadRequest(msg.to_owned());
+        let product_category = data.req_str("productCategory", MAX_NAME_CHARS)?.to_owned();
+        let product_variant_base = data
+            .req_str("productVariantBase", MAX_NAME_CHARS)?
+            .to_owned();
+        let quantity = i32::try_from(data.req_int("quantity", 1, MAX_QUANTITY)?)
+            .map_err(|_| bad("quantity must be an integer from 1 to 1000000"))?;
+        let style_details = match data.get("styleDetails") {
+            None => return Err(bad("styleDetails is required")),
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => return Err(bad("styleDetails must be an object")),
+        };
+        let variant = style_details
+            .get("variant")
+            .and_then(Value::as_str)
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| bad("styleDetails.variant must be a non-empty string"))?
+            .to_owned();
+        let size = serde_json::to_vec(&style_details)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > MAX_STYLE_DETAILS_BYTES {
+            return Err(bad("styleDetails must be at most 16 KiB"));
+        }
+        let given = data.opt_uuid("buyerId")?;
+        let buyer_id = match principal {
+            Principal::Buyer { user_id } => match given {
+                None => *user_id,
+                Some(id) if id == *user_id => id,
+                Some(_) => {
+                    return Err(ApiError::Forbidden(
+                        "A buyer may place orders only for themself".into(),
+                    ))
+                }
+            },
+            _ => given.ok_or_else(|| bad("buyerId is required"))?,
+        };
+        let idempotency_key = match data.get("idempotencyKey") {
+            None => None,
+            Some(Value::String(k))
+                if !k.is_empty() && k.chars().count() <= MAX_IDEMPOTENCY_KEY_CHARS =>
+            {
+                Some(k.clone())
+            }
+            Some(_) => {
+                return Err(bad(
+                    "idempotencyKey must be a string of 1 to 128 characters",
+                ))
+            }
+        };
+        Ok(ProcessOrderRequest {
+            product_category,
+            product_variant_base,
+            quantity,
+            style_details,
+            variant,
+            buyer_id,
+            idempotency_key,
+        })
+    }
+
+    /// What "the same request" means for an idempotency key: every validated
+    /// field but the key itself.
+    pub fn fingerprint(&self) -> Value {
+        json!({
+            "productCategory": self.product_category,
+            "productVariantBase": self.product_variant_base,
+            "quantity": self.quantity,
+            "styleDetails": self.style_details,
+            "buyerId": self.buyer_id,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessOrderResponse {
+    pub success: bool,
+    pub order_id: Uuid,
+    pub order_number: String,
+    pub batch_id: Uuid,
+    pub is_new_batch: bool,
+    pub pricing: Pricing,
+    pub savings: Savings,
+    #[serde(with = "rust_decimal::serde::float")]
+    pub batch_fill_percentage: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pricing {
+    #[serde(with = "rust_decimal::serde::float")]
+    pub factory_price: Decimal,
+    #[serde(with = "rust_decimal::serde::float")]
+    pub buyer_price: Decimal,
+    #[serde(with = "rust_decimal::serde::float")]
+    pub solo_order_price: Decimal,
+    #[serde(with = "rust_decimal::serde::float")]
+    pub unit_margin: Decimal,
+    #[serde(with = "rust_decimal::serde::float")]
+    pub total_margin: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Savings {
+    #[serde(with = "rust_decimal::serde::float")]
+    pub per_unit: Decimal,
+    #[serde(with = "rust_decimal::serde::float")]
+    pub total: Decimal,
+    #[serde(with = "rust_decimal::serde::float")]
+    pub percentage: Decimal,
+}
+
+impl Pricing {
+    fn of(q: &Quote) -> Self {
+        Pricing {
+            factory_price: q.factory_price,
+            buyer_price: q.buyer_price,
+            solo_order_price: q.solo_order_price,
+            unit_margin: q.unit_margin,
+            total_margin: q.total_margin,
+        }
+    }
+}
+
+impl Savings {
+    fn of(q: &Quote) -> Self {
+        Savings {
+            per_unit: q.savings_per_unit,
+            total: q.savings_total,
+            percentage: q.savings_percentage,
+        }
+    }
+}
+
+/// The batch the order goes into, with what pricing needs of it.
+struct Placement {
+    batch_id: Uuid,
+    is_new: bool,
+    current_quantity: i64,
+    target_quantity: i64,
+    style_count_before: i64,
+    has_variant: bool,
+    unit_price_base: Decimal,
+    premium_percent: Option<Decimal>,
+}
+
+pub async fn run(req: ProcessOrderRequest, ctx: &JobContext<'_>) -> Result<Value, ApiError> {
+    let mut client = ctx.db.get().await?;
+    let tx = client.transaction().await.map_err(StoreError::from)?;
+
+    if let Some(key) = &req.idempotency_key {
+        orders::lock_idempotency_key(&*tx, key).await?;
+        if let Some(earlier) = orders::find_by_idempotency_key(&*tx, key).await? {
+            // Nothing is written on either path; dropping `tx` rolls back.
+            return match earlier.recorded {
+                Some((request, mut response)) if request == req.fingerprint() => {
+                    if let Value::Object(map) = &mut response {
+                        map.insert("idempotentReplay".into(), Value::Bool(true));
+                    }
+                    Ok(response)
+                }
+                _ => Err(ApiError::Conflict(
+                    "idempotencyKey was already used with a different request".into(),
+                )),
+            };
+        }
+    }
+
+    let placement = place(&tx, &req, ctx).await?;
+    let fill_before = Fill::new(placement.current_quantity, placement.target_quantity)
+        .map_err(|e| ApiError::Internal(format!("chosen batch has an {e}")))?;
+    let quantity = i64::from(req.quantity);
+    let q = quote(&PriceInput {
+        unit_price_base: placement.unit_price_base,
+        premium_percent: placement.premium_percent,
+        style_count: placement.style_count_before + i64::from(!placement.has_variant),
+        fill_before,
+        quantity,
+    });
+    let fill_after = Fill::new(
+        placement.current_quantity + quantity,
+        placement.target_quantity,
+    )
+    .map_err(|e| ApiError::Internal(format!("chosen batch has an {e}")))?;
+
+    let order_id = Uuid::new_v4();
+    let order_number = order_number(order_id);
+    let response = ProcessOrderResponse {
+        success: true,
+        order_id,
+        order_number: order_number.clone(),
+        batch_id: placement.batch_id,
+        is_new_batch: placement.is_new,
+        pricing: Pricing::of(&q),
+        savings: Savings::of(&q),
+        batch_fill_percentage: fill_after.percentage(),
+    };
+    let response = serde_json::to_value(&response)
+        .map_err(|e| ApiError::Internal(format!("serialize response: {e}")))?;
+    let fingerprint = req.fingerprint();
+    let qty = Decimal::from(quantity);
+    orders::place_order(
+        &*tx,
+        &NewOrder {
+            order_id,
+            order_number: &order_number,
+            buyer_id: req.buyer_id,
+            category: &req.product_category,
+            quantity: req.quantity,
+            buyer_total: q.buyer_price * qty,
+            supplier_total: q.factory_price * qty,
+            batch_id: placement.batch_id,
+            style_details: &req.style_details,
+            variant: &req.variant,
+            buyer_price_per_unit: q.buyer_price,
+            contribution_margin: q.total_margin,
+            idempotency: req
+                .idempotency_key
+                .as_deref()
+                .map(|k| (k, &fingerprint, &response)),
+        },
+    )
+    .await
+    .map_err(|e| match &e {
+        StoreError::Db(db) if db.code().map(|c| c.code()) == Some("23503") => {
+            ApiError::Unprocessable("buyerId does not name a known buyer".into())
+        }
+        _ => e.into(),
+    })?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(response)
+}
+
+/// Finds and locks the batch for the order, or opens one (SPEC §6 steps 2–3).
+async fn place(
+    tx: &deadpool_postgres::Transaction<'_>,
+    req: &ProcessOrderRequest,
+    ctx: &JobContext<'_>,
+) -> Result<Placement, ApiError> {
+    let quantity = i64::from(req.quantity);
+    // Orders of one category take turns; see the module docs for why.
+    orders::lock_category(&**tx, &req.product_category).await?;
+    let found =
+        orders::lock_fullest_batch(&**tx, &req.product_category, quantity, &req.variant).await?;
+    if let Some(batch_id) = found {
+        let f = orders::batch_facts(&**tx, batch_id, &req.variant).await?;
+        // The row is locked and was re-checked by Postgres; this only guards
+        // against a future change to the query above.
+        let fits = f.is_filling_and_open
+            && f.current_quantity + quantity <= f.target_quantity
+            && (f.has_variant || f.style_count < f.max_styles);
+        if !fits {
+            return Err(ApiError::Internal(format!(
+                "locked batch {batch_id} does not fit the order"
+            )));
+        }
+        return Ok(Placement {
+            batch_id,
+            is_new: false,
+            current_quantity: f.current_quantity,
+            target_quantity: f.target_quantity,
+            style_count_before: f.style_count,
+            has_variant: f.has_variant,
+            unit_price_base: f.unit_price_base,
+            premium_percent: f.premium_percent,
+        });
+    }
+    let terms = orders::cheapest_supplier(&**tx, quantity)
+        .await?
+        .ok_or_else(|| ApiError::Unprocessable("No suitable supplier found".into()))?;
+    let (batch_id, _window) = orders::create_batch(
+        &**tx,
+        &req.product_category,
+        &req.product_variant_base,
+        &terms,
+        ctx.settings.batch_window_days,
+    )
+    .await?;
+    Ok(Placement {
+        batch_id,
+        is_new: true,
+        current_quantity: 0,
+        target_quantity: i64::from(terms.moq_per_batch),
+        style_count_before: 0,
+        has_variant: false,
+        unit_price_base: terms.base_price,
+        premium_percent: terms.premium_percent,
+    })
+}
+
+/// `BO-<UTC date>-<12 hex digits>`: readable, sortable by day, and with 48
+/// random bits from the order's v4 id, unique in practice (the column's unique
+/// constraint is the guarantee).
+fn order_number(order_id: Uuid) -> String {
+    let hex = order_id.simple().to_string().to_uppercase();
+    format!("BO-{}-{}", chrono::Utc::now().format("%Y%m%d"), &hex[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: Value, p: &Principal) -> Result<ProcessOrderRequest, ApiError> {
+        ProcessOrderRequest::parse(&Data::new(Some(&v)).unwrap(), p)
+    }
+
+    fn valid() -> Value {
+        json!({"productCategory": "t-shirts", "productVariantBase": "crew-neck", "quantity": 50,
+               "styleDetails": {"variant": "navy-m"}, "buyerId": "550e8400-e29b-41d4-a716-446655440000"})
+    }
+
+    #[test]
+    fn order_numbers_start_with_bo() {
+        let n = order_number(Uuid::new_v4());
+        assert!(n.starts_with("BO-") && n.len() == 3 + 8 + 1 + 12, "{n}");
+    }
+
+    #[test]
+    fn a_valid_request_parses() {
+        let r = parse(valid(), &Principal::Trusted).unwrap();
+        assert_eq!(r.quantity, 50);
+        assert_eq!(r.variant, "navy-m");
+        assert_eq!(r.idempotency_key, None);
+    }
+
+    #[test]
+    fn buyers_order_for_themselves_only() {
+        let me = Uuid::parse_str("550e8400-e29b-41d4-a716-446655440000").unwrap();
+        let buyer = Principal::Buyer { user_id: me };
+        let mut v = valid();
+        assert_eq!(parse(v.clone(), &buyer).unwrap().buyer_id, me);
+        v.as_object_mut().unwrap().remove("buyerId");
+        assert_eq!(
+            parse(v.clone(), &buyer).unwrap().buyer_id,
+            me,
+            "omitted means the buyer"
+        );
+        assert_eq!(
+            parse(v.clone(), &Principal::Trusted).unwrap_err().status(),
+            400
+        );
+        v["buyerId"] = json!(Uuid::new_v4());
+        assert_eq!(parse(v, &buyer).unwrap_err().status(), 403);
+    }
+}

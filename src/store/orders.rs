@@ -1,0 +1,299 @@
+//! SQL for placing one buyer order (process-order). The job holds one
+//! transaction across all of these; the batch row it fills stays locked from
+//! the moment it is chosen to the commit, so concurrent orders on one batch
+//! queue on that row and never overfill it or lose an increment.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// Advisory-lock namespaces (the two-key form), so locks of different kinds never meet.
+const LOCK_IDEMPOTENCY_KEY: i32 = 0x6270_0001;
+const LOCK_CATEGORY: i32 = 0x6270_0002;
+
+async fn xact_lock(
+    client: &impl GenericClient,
+    namespace: i32,
+    text: &str,
+) -> Result<(), StoreError> {
+    client
+        .execute_typed(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[(&namespace, Type::INT4), (&text, Type::TEXT)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Serializes requests that carry the same idempotency key, until commit.
+pub async fn lock_idempotency_key(
+    client: &impl GenericClient,
+    key: &str,
+) -> Result<(), StoreError> {
+    xact_lock(client, LOCK_IDEMPOTENCY_KEY, key).await
+}
+
+/// Serializes the orders of one category (see `jobs::process_order`).
+pub async fn lock_category(client: &impl GenericClient, category: &str) -> Result<(), StoreError> {
+    xact_lock(client, LOCK_CATEGORY, category).await
+}
+
+/// An earlier order placed under an idempotency key.
+#[derive(Debug, Clone)]
+pub struct Earlier {
+    /// The request and response recorded with it; `None` when the order was
+    /// keyed by something other than this function.
+    pub recorded: Option<(Value, Value)>,
+}
+
+pub async fn find_by_idempotency_key(
+    client: &impl GenericClient,
+    key: &str,
+) -> Result<Option<Earlier>, StoreError> {
+    let row = client
+        .query_typed_opt(
+            "SELECT i.request, i.response
+               FROM orders o LEFT JOIN order_idempotency i ON i.order_id = o.id
+              WHERE o.idempotency_key = $1",
+            &[(&key, Type::TEXT)],
+        )
+        .await?;
+    Ok(row.map(|r| {
+        let request: Option<Value> = r.get(0);
+        let response: Option<Value> = r.get(1);
+        Earlier {
+            recorded: request.zip(response),
+        }
+    }))
+}
+
+/// Locks the fullest `filling` batch of `category` whose window is open and
+/// that has room for `quantity` and for the style (SPEC §6 step 2).
+///
+/// `FOR UPDATE` waits for a batch another order holds; when that order commits,
+/// Postgres re-checks the row against these conditions and moves on to the
+/// next batch if it no longer fits.
+pub async fn lock_fullest_batch(
+    client: &impl GenericClient,
+    category: &str,
+    quantity: i64,
+    variant: &str,
+) -> Result<Option<Uuid>, StoreError> {
+    let row = client
+        .query_typed_opt(
+            "SELECT b.id FROM production_batches b
+              WHERE b.batch_status = 'filling'
+                AND b.product_category = $1
+                AND b.window_closes_at > now()
+                AND COALESCE(b.current_quantity, 0)::int8 + $2 <= b.target_quantity
+                AND (COALESCE(b.current_style_count, 0) < COALESCE(b.max_styles, 4)
+                     OR EXISTS (SELECT 1 FROM batch_contributions c
+                                 WHERE c.batch_id = b.id AND c.style_details ->> 'variant' = $3))
+              ORDER BY COALESCE(b.current_quantity, 0) DESC, b.window_closes_at, b.id
+              LIMIT 1
+              FOR UPDATE OF b",
+            &[
+                (&category, Type::TEXT),
+                (&quantity, Type::INT8),
+                (&variant, Type::TEXT),
+            ],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// What pricing needs of a batch. Read after the batch row is locked, so no
+/// other order can change it (every order locks the batch before writing).
+#[derive(Debug, Clone)]
+pub struct BatchFacts {
+    pub current_quantity: i64,
+    pub target_quantity: i64,
+    pub style_count: i64,
+    pub max_styles: i64,
+    pub unit_price_base: Decimal,
+    pub premium_percent: Option<Decimal>,
+    pub has_variant: bool,
+    pub window_closes_at: DateTime<Utc>,
+    pub is_filling_and_open: bool,
+}
+
+pub async fn batch_facts(
+    client: &impl GenericClient,
+    batch_id: Uuid,
+    variant: &str,
+) -> Result<BatchFacts, StoreError> {
+    let r = client
+        .query_typed_one(
+            "SELECT COALESCE(b.current_quantity, 0)::int8, b.target_quantity::int8,
+                    COALESCE(b.current_style_count, 0)::int8, COALESCE(b.max_styles, 4)::int8,
+                    b.unit_price_base, t.complexity_premium_percent,
+                    EXISTS (SELECT 1 FROM batch_contributions c
+                             WHERE c.batch_id = b.id AND c.style_details ->> 'variant' = $2),
+                    b.window_closes_at,
+                    b.batch_status = 'filling' AND b.window_closes_at > now()
+               FROM production_batches b
+               LEFT JOIN supplier_mou_terms t ON t.supplier_id = b.supplier_id
+              WHERE b.id = $1",
+            &[(&batch_id, Type::UUID), (&variant, Type::TEXT)],
+        )
+        .await?;
+    Ok(BatchFacts {
+        current_quantity: r.get(0),
+        target_quantity: r.get(1),
+        style_count: r.get(2),
+        max_styles: r.get(3),
+        unit_price_base: r.get(4),
+        premium_percent: r.get(5),
+        has_variant: r.get(6),
+        window_closes_at: r.get(7),
+        is_filling_and_open: r.get(8),
+    })
+}
+
+/// The terms a new batch is made from.
+#[derive(Debug, Clone)]
+pub struct SupplierTerms {
+    pub supplier_id: Uuid,
+    pub moq_per_batch: i32,
+    pub max_styles_allowed: i32,
+    pub base_price: Decimal,
+    pub premium_percent: Option<Decimal>,
+    pub lead_time_days: i32,
+}
+
+/// The cheapest active supplier that can take `quantity` in one batch
+/// (ties: lead time, then supplier id) — SPEC §6 step 3.
+pub async fn cheapest_supplier(
+    client: &impl GenericClient,
+    quantity: i64,
+) -> Result<Option<SupplierTerms>, StoreError> {
+    let row = client
+        .query_typed_opt(
+            "SELECT t.supplier_id, COALESCE(t.moq_per_batch, 200), COALESCE(t.max_styles_allowed, 4),
+                    t.base_price, t.complexity_premium_percent, COALESCE(t.lead_time_days, 14)
+               FROM supplier_mou_terms t
+              WHERE t.status = 'active' AND t.supplier_id IS NOT NULL
+                AND COALESCE(t.moq_per_batch, 200) >= $1
+              ORDER BY t.base_price, COALESCE(t.lead_time_days, 14), t.supplier_id
+              LIMIT 1",
+            &[(&quantity, Type::INT8)],
+        )
+        .await?;
+    Ok(row.map(|r| SupplierTerms {
+        supplier_id: r.get(0),
+        moq_per_batch: r.get(1),
+        max_styles_allowed: r.get(2),
+        base_price: r.get(3),
+        premium_percent: r.get(4),
+        lead_time_days: r.get(5),
+    }))
+}
+
+/// Opens a new `filling` batch from `terms`; returns its id and window.
+pub async fn create_batch(
+    client: &impl GenericClient,
+    category: &str,
+    variant_base: &str,
+    terms: &SupplierTerms,
+    window_days: i32,
+) -> Result<(Uuid, DateTime<Utc>), StoreError> {
+    let r = client
+        .query_typed_one(
+            "INSERT INTO production_batches
+                 (product_category, product_variant_base, target_quantity, current_quantity,
+                  current_style_count, max_styles, supplier_id, batch_status, unit_price_base,
+                  complexity_multiplier, estimated_start_date, window_closes_at)
+             VALUES ($1, $2, $3, 0, 0, $4, $5, 'filling', $6, 1.0, current_date + $7,
+                     now() + make_interval(days => $8))
+             RETURNING id, window_closes_at",
+            &[
+                (&category, Type::TEXT),
+                (&variant_base, Type::TEXT),
+                (&terms.moq_per_batch, Type::INT4),
+                (&terms.max_styles_allowed, Type::INT4),
+                (&terms.supplier_id, Type::UUID),
+                (&terms.base_price, Type::NUMERIC),
+                (&terms.lead_time_days, Type::INT4),
+                (&window_days, Type::INT4),
+            ],
+        )
+        .await?;
+    Ok((r.get(0), r.get(1)))
+}
+
+/// Everything one order writes.
+#[derive(Debug, Clone)]
+pub struct NewOrder<'a> {
+    pub order_id: Uuid,
+    pub order_number: &'a str,
+    pub buyer_id: Uuid,
+    pub category: &'a str,
+    pub quantity: i32,
+    pub buyer_total: Decimal,
+    pub supplier_total: Decimal,
+    pub batch_id: Uuid,
+    pub style_details: &'a Value,
+    pub variant: &'a str,
+    pub buyer_price_per_unit: Decimal,
+    pub contribution_margin: Decimal,
+    /// With the request and the response to record for replays.
+    pub idempotency: Option<(&'a str, &'a Value, &'a Value)>,
+}
+
+/// The order, its contribution, the batch's new totals and the idempotency
+/// record, in one statement.
+pub async fn place_order(client: &impl GenericClient, o: &NewOrder<'_>) -> Result<(), StoreError> {
+    let key = o.idempotency.map(|(k, _, _)| k);
+    let request = o.idempotency.map(|(_, req, _)| req);
+    let response = o.idempotency.map(|(_, _, resp)| resp);
+    client
+        .execute_typed(
+            "WITH new_order AS (
+                 INSERT INTO orders (id, order_number, buyer_id, product_type, quantity, status,
+                                     workflow_status, payment_status, buyer_price, supplier_price,
+                                     idempotency_key)
+                 VALUES ($1, $2, $3, $4, $5, 'pending', 'awaiting_payment', 'pending', $6, $7, $8)
+                 RETURNING id
+             ), contribution AS (
+                 INSERT INTO batch_contributions (batch_id, order_id, quantity, style_details,
+                                                  buyer_price_per_unit, contribution_margin)
+                 SELECT $9, id, $5, $10, $11, $12 FROM new_order
+             ), batch AS (
+                 UPDATE production_batches b
+                    SET current_quantity = COALESCE(b.current_quantity, 0) + $5,
+                        current_style_count = (
+                            SELECT count(DISTINCT v) FROM (
+                                SELECT c.style_details ->> 'variant' AS v
+                                  FROM batch_contributions c WHERE c.batch_id = $9
+                                UNION ALL SELECT $13) styles),
+                        updated_at = now()
+                  WHERE b.id = $9
+             )
+             INSERT INTO order_idempotency (idempotency_key, order_id, request, response)
+             SELECT $8, id, $14, $15 FROM new_order WHERE $8::text IS NOT NULL",
+            &[
+                (&o.order_id, Type::UUID),
+                (&o.order_number, Type::TEXT),
+                (&o.buyer_id, Type::UUID),
+                (&o.category, Type::TEXT),
+                (&o.quantity, Type::INT4),
+                (&o.buyer_total, Type::NUMERIC),
+                (&o.supplier_total, Type::NUMERIC),
+                (&key, Type::TEXT),
+                (&o.batch_id, Type::UUID),
+                (&o.style_details, Type::JSONB),
+                (&o.buyer_price_per_unit, Type::NUMERIC),
+                (&o.contribution_margin, Type::NUMERIC),
+                (&o.variant, Type::TEXT),
+                (&request, Type::JSONB),
+                (&response, Type::JSONB),
+            ],
+        )
+        .await?;
+    Ok(())
+}
