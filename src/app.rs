@@ -3,14 +3,14 @@
 
 use crate::auth::Authenticator;
 use crate::configuration::{AuthMode, Settings};
-use crate::store::{Db, StoreError};
+use crate::error::ApiError;
+use crate::store::pool::DbConfigError;
+use crate::store::Db;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("DATABASE_URL (or DB_SECRET_ID) must be set")]
-    NoDatabase,
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Database(#[from] DbConfigError),
 }
 
 pub struct App {
@@ -24,12 +24,21 @@ impl App {
         if settings.auth_mode == AuthMode::None {
             tracing::warn!("AUTH_MODE=none: HTTP requests are NOT authenticated; use this for local development only");
         }
-        let url = settings
-            .database_url
-            .as_deref()
-            .ok_or(StartupError::NoDatabase)?;
-        let db = Db::connect_lazy(url, &settings)?;
-        let auth = Authenticator::new(settings.auth_mode, settings.jwt_secret.as_deref());
+        let db = Db::new(&settings)?;
+        let auth = Authenticator::new(settings.auth_mode);
         Ok(App { settings, auth, db })
+    }
+
+    /// The HS256 secret: `JWT_SECRET`, else the database secret's `jwtSecret`
+    /// (read only when a bearer token has to be checked).
+    pub async fn jwt_secret(&self) -> Result<String, ApiError> {
+        if let Some(secret) = &self.settings.jwt_secret {
+            return Ok(secret.clone());
+        }
+        self.db.jwt_secret().await?.ok_or_else(|| {
+            ApiError::Internal(
+                "no JWT secret: set JWT_SECRET or jwtSecret in the database secret".into(),
+            )
+        })
     }
 }

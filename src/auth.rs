@@ -37,12 +37,21 @@ impl Principal {
 
 pub struct Authenticator {
     mode: AuthMode,
-    key: Option<DecodingKey>,
     validation: Validation,
 }
 
+/// What an HTTP request brings to prove who it is.
+#[derive(Debug)]
+pub enum Credentials<'a> {
+    /// Settled without a signature check: `AUTH_MODE=none`, or claims an API
+    /// Gateway authorizer verified.
+    Settled(Principal),
+    /// A bearer token still to verify.
+    Bearer(&'a str),
+}
+
 impl Authenticator {
-    pub fn new(mode: AuthMode, jwt_secret: Option<&str>) -> Self {
+    pub fn new(mode: AuthMode) -> Self {
         // `Validation::new` pins the algorithm list to HS256: a token whose header
         // says `none`, HS512 or RS256 is refused before its signature is looked at.
         let mut validation = Validation::new(Algorithm::HS256);
@@ -51,41 +60,39 @@ impl Authenticator {
         // Supabase tokens carry `aud: authenticated`; roles, not audiences, decide here.
         validation.validate_aud = false;
         validation.leeway = 30;
-        Authenticator {
-            mode,
-            key: jwt_secret.and_then(|s| DecodingKey::from_secret(s.as_bytes()).ok()),
-            validation,
-        }
+        Authenticator { mode, validation }
     }
 
-    /// The principal of an HTTP request.
-    ///
-    /// `gateway_claims` are the claims API Gateway's authorizer verified; when
-    /// present they are used instead of the bearer token.
-    pub fn authenticate(
+    /// Reads the request's credentials. `gateway_claims` are the claims API
+    /// Gateway's authorizer verified; when present they are used instead of a
+    /// bearer token.
+    pub fn credentials<'a>(
         &self,
-        authorization: Option<&str>,
+        authorization: Option<&'a str>,
         gateway_claims: Option<&Map<String, Value>>,
-    ) -> Result<Principal, ApiError> {
+    ) -> Result<Credentials<'a>, ApiError> {
         if self.mode == AuthMode::None {
-            return Ok(Principal::Admin { user_id: None });
+            return Ok(Credentials::Settled(Principal::Admin { user_id: None }));
         }
         if let Some(claims) = gateway_claims.filter(|c| !c.is_empty()) {
-            return principal_from_claims(claims);
+            return principal_from_claims(claims).map(Credentials::Settled);
         }
         let header =
             authorization.ok_or_else(|| ApiError::Unauthorized("Missing bearer token".into()))?;
-        let token = header
+        header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("Authorization must be a bearer token".into()))?;
-        let key = self
-            .key
-            .as_ref()
-            .ok_or_else(|| ApiError::Internal("no JWT secret is configured".into()))?;
-        let data = decode::<Map<String, Value>>(token, key, &self.validation).map_err(|e| {
+            .map(Credentials::Bearer)
+            .ok_or_else(|| ApiError::Unauthorized("Authorization must be a bearer token".into()))
+    }
+
+    /// Verifies a bearer token against the project's HS256 secret.
+    pub fn verify(&self, token: &str, secret: &str) -> Result<Principal, ApiError> {
+        let key = DecodingKey::from_secret(secret.as_bytes())
+            .map_err(|_| ApiError::Internal("the JWT secret is not usable".into()))?;
+        let data = decode::<Map<String, Value>>(token, &key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             let msg = match e.kind() {
                 ErrorKind::ExpiredSignature => "Token expired",

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::store::tls::SslMode;
+
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
@@ -29,6 +31,14 @@ pub enum PoolerMode {
 pub struct Settings {
     pub database_url: Option<String>,
     pub db_secret_id: Option<String>,
+    /// Fill what the secret lacks (RDS-managed secrets hold only credentials).
+    pub db_host: Option<String>,
+    pub db_port: Option<u16>,
+    pub db_name: Option<String>,
+    /// `None`: the URL's own `sslmode` (or `prefer`).
+    pub db_sslmode: Option<SslMode>,
+    pub db_ca_file: Option<String>,
+    pub statement_timeout: Duration,
     pub pool_size: usize,
     pub pooler: PoolerMode,
     pub auth_mode: AuthMode,
@@ -47,6 +57,12 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("db_secret_id", &self.db_secret_id)
+            .field("db_host", &self.db_host)
+            .field("db_port", &self.db_port)
+            .field("db_name", &self.db_name)
+            .field("db_sslmode", &self.db_sslmode)
+            .field("db_ca_file", &self.db_ca_file)
+            .field("statement_timeout", &self.statement_timeout)
             .field("pool_size", &self.pool_size)
             .field("pooler", &self.pooler)
             .field("auth_mode", &self.auth_mode)
@@ -90,9 +106,33 @@ impl Settings {
                 )))
             }
         };
+        let db_sslmode = match get("DB_SSLMODE") {
+            None => None,
+            Some(v) => Some(SslMode::parse(&v).ok_or_else(|| {
+                ConfigError(format!(
+                    "DB_SSLMODE must be disable, prefer, require or verify-full, not {v}"
+                ))
+            })?),
+        };
+        let db_port = match get("DB_PORT") {
+            None => None,
+            Some(_) => Some(number(&get, "DB_PORT", 5432u16, 1, u16::MAX)?),
+        };
         Ok(Settings {
             database_url: get("DATABASE_URL"),
             db_secret_id: get("DB_SECRET_ID"),
+            db_host: get("DB_HOST"),
+            db_port,
+            db_name: get("DB_NAME"),
+            db_sslmode,
+            db_ca_file: get("DB_CA_FILE"),
+            statement_timeout: Duration::from_millis(number(
+                &get,
+                "DB_STATEMENT_TIMEOUT_MS",
+                10_000,
+                100,
+                900_000,
+            )?),
             pool_size: number(&get, "DB_POOL_SIZE", 2, 1, 100)?,
             pooler,
             auth_mode,
@@ -172,6 +212,9 @@ mod tests {
             ("ORCHESTRATE_LOOKAHEAD_HOURS", "-1"),
             ("AUTH_MODE", "off"),
             ("DB_POOLER", "statement"),
+            ("DB_SSLMODE", "verify-ca"),
+            ("DB_PORT", "99999"),
+            ("DB_STATEMENT_TIMEOUT_MS", "5"),
         ] {
             let err = settings(&[(k, v)]).unwrap_err().to_string();
             assert!(err.contains(k), "{err}");

@@ -25,7 +25,7 @@ use http::Method;
 use serde_json::{Map, Value};
 
 use crate::app::App;
-use crate::auth::Principal;
+use crate::auth::{Credentials, Principal};
 use crate::error::ApiError;
 use crate::jobs::{Deadline, Job, JobContext, JobType};
 
@@ -232,9 +232,13 @@ impl App {
             )));
         }
         let body = decode_body(req.body.as_deref(), req.is_base64_encoded)?;
-        let principal = self
+        let principal = match self
             .auth
-            .authenticate(header(&req.headers, "authorization"), req.claims.as_ref())?;
+            .credentials(header(&req.headers, "authorization"), req.claims.as_ref())?
+        {
+            Credentials::Settled(principal) => principal,
+            Credentials::Bearer(token) => self.auth.verify(token, &self.jwt_secret().await?)?,
+        };
         let mut request = match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(map)) => map,
             Ok(_) => {

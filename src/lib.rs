@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod event;
 pub mod jobs;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 

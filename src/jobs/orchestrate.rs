@@ -163,7 +163,7 @@ pub async fn run(
         let (taken, last) = if req.dry_run {
             preview_chunk(&client, &query, &mut results).await?
         } else {
-            act_chunk(&mut client, &query, &mut results, &mut nearing_now).await?
+            act_chunk(ctx.db, &mut client, &query, &mut results, &mut nearing_now).await?
         };
         evaluated += taken as u64;
         budget -= taken as i64;
@@ -291,12 +291,13 @@ impl Plan {
 
 /// Takes, decides and applies one chunk in one transaction.
 async fn act_chunk(
+    db: &crate::store::Db,
     client: &mut deadpool_postgres::Object,
     query: &ScanQuery,
     out: &mut Vec<BatchResult>,
     nearing_now: &mut HashSet<Uuid>,
 ) -> Result<(usize, Option<Cursor>), ApiError> {
-    let tx = client.transaction().await.map_err(StoreError::from)?;
+    let tx = db.begin(client).await?;
     let rows = batches::candidates(&*tx, query).await?;
     let plan = Plan::of(&rows);
     nearing_now.extend(plan.nearing.iter().map(|m| m.batch_id));

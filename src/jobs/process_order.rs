@@ -205,7 +205,7 @@ struct Placement {
 
 pub async fn run(req: ProcessOrderRequest, ctx: &JobContext<'_>) -> Result<Value, ApiError> {
     let mut client = ctx.db.get().await?;
-    let tx = client.transaction().await.map_err(StoreError::from)?;
+    let tx = ctx.db.begin(&mut client).await?;
 
     if let Some(key) = &req.idempotency_key {
         orders::lock_idempotency_key(&*tx, key).await?;

@@ -54,7 +54,7 @@ pub async fn run(
     ctx: &JobContext<'_>,
 ) -> Result<OrchestrateResponse, ApiError> {
     let mut client = ctx.db.get().await?;
-    let tx = client.transaction().await.map_err(StoreError::from)?;
+    let tx = ctx.db.begin(&mut client).await?;
     let batch = batches::lock_batch(&*tx, req.batch_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Batch {} not found", req.batch_id)))?;

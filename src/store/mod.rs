@@ -9,6 +9,7 @@ pub mod batches;
 pub mod migrations;
 pub mod orders;
 pub mod pool;
+pub mod tls;
 
 pub use pool::Db;
 
@@ -54,8 +55,13 @@ fn is_outage(e: &tokio_postgres::Error) -> bool {
         Some(code) => {
             let c = code.code();
             // 08: connection exception; 57P0x: shutdown / cannot connect now;
-            // 53300: too many connections; 57014: statement timeout / cancelled.
-            c.starts_with("08") || c.starts_with("57P") || c == "53300" || c == "57014"
+            // 53300: too many connections; 57014: statement timeout / cancelled;
+            // 55P03: lock_timeout.
+            c.starts_with("08")
+                || c.starts_with("57P")
+                || c == "53300"
+                || c == "57014"
+                || c == "55P03"
         }
         // No SQLSTATE: the failure happened below the protocol (IO, TLS, closed socket).
         None => true,
@@ -64,11 +70,23 @@ fn is_outage(e: &tokio_postgres::Error) -> bool {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        if e.is_unavailable() {
-            tracing::error!(error = %e, "database unavailable");
-            ApiError::Unavailable("Database unavailable".into())
-        } else {
-            ApiError::Internal(e.to_string())
+        match &e {
+            // Our own words: which part failed, never a host, user or secret.
+            StoreError::Unavailable(reason) => {
+                ApiError::Unavailable(format!("Database unavailable: {reason}"))
+            }
+            StoreError::Db(db) if is_outage(db) => {
+                tracing::error!(error = %e, "database unavailable");
+                let reason = match db.code().map(|c| c.code()) {
+                    Some("57014") => "a statement timed out",
+                    Some("55P03") => "timed out waiting for a lock",
+                    Some("53300") => "too many connections",
+                    Some(c) if c.starts_with("57P") => "the database is shutting down",
+                    _ => "the connection was lost",
+                };
+                ApiError::Unavailable(format!("Database unavailable: {reason}"))
+            }
+            StoreError::Db(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

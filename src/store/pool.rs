@@ -1,77 +1,268 @@
-//! The connection pool, built once per Lambda instance.
+//! Connections, as a Lambda in a VPC talking to RDS or Supabase needs them.
 //!
-//! Connecting is lazy: building the pool opens no connection, so a cold start
-//! costs nothing until the first job needs the database, and an instance whose
-//! database was down at init recovers on the next invocation.
+//! - **Lazy.** Building a `Db` opens nothing and asks Secrets Manager nothing:
+//!   a cold start costs no round trip, and an instance whose database was down
+//!   at init recovers on the next invocation.
+//! - **Credentials** come from `DATABASE_URL`, or from the Secrets Manager
+//!   secret `DB_SECRET_ID` (cached for the instance's life).
+//! - **Rotation.** When Postgres refuses the password (SQLSTATE 28P01/28000)
+//!   the secret is fetched again, bypassing the cache, once; the pool is rebuilt
+//!   with it and the connection is asked for again. A second refusal is a 503,
+//!   not a loop. Connections opened before a rotation keep working (Postgres
+//!   checks the password at login only), so a refusal can only come from
+//!   opening a connection — before any of the job's work — and asking again is
+//!   retrying the whole unit of work.
+//! - **Timeouts.** Connecting and waiting for a connection give up after
+//!   [`CONNECT_TIMEOUT`]; statements and lock waits after
+//!   `DB_STATEMENT_TIMEOUT_MS` (a startup option directly, `SET LOCAL` in each
+//!   transaction behind a transaction-mode pooler, where session settings
+//!   would leak to other clients). Connections that sat through a Lambda
+//!   freeze are verified with a round trip before use.
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+    Transaction,
+};
+use tokio::sync::{Mutex, RwLock};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::tls::{self, SslMode};
 use super::StoreError;
 use crate::configuration::{PoolerMode, Settings};
+use crate::secrets::{DbSecret, SecretError, SecretsManager};
 
-/// How long a job waits for a connection, and a connection for the server.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting, or waiting for a free connection, may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Clone)]
-pub struct Db {
+enum Source {
+    Url(Box<tokio_postgres::Config>),
+    Secret(SecretsManager),
+}
+
+struct Current {
     pool: Pool,
-    pooler: PoolerMode,
+    generation: u64,
+}
+
+pub struct Db {
+    source: Source,
+    settings: Settings,
+    tls: Option<MakeRustlsConnect>,
+    current: RwLock<Option<Current>>,
+    rebuilding: Mutex<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbConfigError {
+    #[error("DATABASE_URL or DB_SECRET_ID must be set")]
+    NoDatabase,
+    #[error("DATABASE_URL is not a valid Postgres URL")]
+    BadUrl,
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 impl Db {
-    /// A pool for `url` (a `postgres://` URL or a libpq key=value string).
-    pub fn connect_lazy(url: &str, settings: &Settings) -> Result<Self, StoreError> {
-        let mut pg: tokio_postgres::Config = url.parse().map_err(|_| {
-            StoreError::Unavailable("DATABASE_URL is not a valid Postgres URL".into())
-        })?;
+    /// Checks the configuration and prepares TLS; connects to nothing.
+    pub fn new(settings: &Settings) -> Result<Self, DbConfigError> {
+        let source = match (&settings.database_url, &settings.db_secret_id) {
+            (Some(url), _) => {
+                Source::Url(Box::new(url.parse().map_err(|_| DbConfigError::BadUrl)?))
+            }
+            (None, Some(id)) => Source::Secret(SecretsManager::new(id.clone())),
+            (None, None) => return Err(DbConfigError::NoDatabase),
+        };
+        let mode = ssl_mode(&source, settings);
+        let tls = tls::connector(mode, settings.db_ca_file.as_deref())?;
+        Ok(Db {
+            source,
+            settings: settings.clone(),
+            tls,
+            current: RwLock::new(None),
+            rebuilding: Mutex::new(()),
+        })
+    }
+
+    pub fn pooler(&self) -> PoolerMode {
+        self.settings.pooler
+    }
+
+    /// A connection, opening the pool (and reading the secret) on first use.
+    pub async fn get(&self) -> Result<Object, StoreError> {
+        let (pool, generation) = self.pool().await?;
+        match pool.get().await {
+            Ok(client) => Ok(client),
+            Err(e) if refused_credentials(&e) && matches!(self.source, Source::Secret(_)) => {
+                tracing::warn!("the database refused the credentials; reading the secret again");
+                let pool = self.rebuild(generation).await?;
+                pool.get().await.map_err(unavailable)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Starts a transaction with the statement and lock timeouts in force.
+    pub async fn begin<'a>(&self, client: &'a mut Object) -> Result<Transaction<'a>, StoreError> {
+        let tx = client.transaction().await?;
+        if self.settings.pooler == PoolerMode::Transaction {
+            let ms = self.settings.statement_timeout.as_millis();
+            tx.batch_execute(&format!(
+                "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}"
+            ))
+            .await?;
+        }
+        Ok(tx)
+    }
+
+    /// The `jwtSecret` of the database secret, when there is one.
+    pub async fn jwt_secret(&self) -> Result<Option<String>, StoreError> {
+        match &self.source {
+            Source::Url(_) => Ok(None),
+            Source::Secret(sm) => Ok(sm.get(false).await.map_err(secret_unavailable)?.jwt_secret),
+        }
+    }
+
+    async fn pool(&self) -> Result<(Pool, u64), StoreError> {
+        if let Some(c) = self.current.read().await.as_ref() {
+            return Ok((c.pool.clone(), c.generation));
+        }
+        let mut current = self.current.write().await;
+        if let Some(c) = current.as_ref() {
+            return Ok((c.pool.clone(), c.generation));
+        }
+        let pool = self.build(false).await?;
+        *current = Some(Current {
+            pool: pool.clone(),
+            generation: 0,
+        });
+        Ok((pool, 0))
+    }
+
+    /// Replaces the pool built at `generation` with one from a fresh secret;
+    /// when another task already did, uses theirs.
+    async fn rebuild(&self, generation: u64) -> Result<Pool, StoreError> {
+        let _one_at_a_time = self.rebuilding.lock().await;
+        if let Some(c) = self.current.read().await.as_ref() {
+            if c.generation != generation {
+                return Ok(c.pool.clone());
+            }
+        }
+        let pool = self.build(true).await?;
+        *self.current.write().await = Some(Current {
+            pool: pool.clone(),
+            generation: generation + 1,
+        });
+        Ok(pool)
+    }
+
+    async fn build(&self, fresh_secret: bool) -> Result<Pool, StoreError> {
+        let mut pg = match &self.source {
+            Source::Url(config) => (**config).clone(),
+            Source::Secret(sm) => {
+                let secret = sm.get(fresh_secret).await.map_err(secret_unavailable)?;
+                config_from_secret(&secret, &self.settings)?
+            }
+        };
         pg.connect_timeout(CONNECT_TIMEOUT);
+        pg.keepalives(true);
+        pg.keepalives_idle(Duration::from_secs(30));
         if pg.get_application_name().is_none() {
             pg.application_name("batch-processor");
         }
-        let manager = Manager::from_config(
-            pg,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                // A connection that sat through a Lambda freeze may be dead while
-                // its socket looks open: check it with a round trip before use.
-                recycling_method: RecyclingMethod::Verified,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size)
+        pg.ssl_mode(ssl_mode(&self.source, &self.settings).wire());
+        if self.settings.pooler == PoolerMode::Session {
+            let ms = self.settings.statement_timeout.as_millis();
+            let mut options = pg
+                .get_options()
+                .map(|o| format!("{o} "))
+                .unwrap_or_default();
+            options.push_str(&format!("-c statement_timeout={ms} -c lock_timeout={ms}"));
+            pg.options(&options);
+        }
+        let config = ManagerConfig {
+            recycling_method: RecyclingMethod::Verified,
+        };
+        let manager = match &self.tls {
+            Some(tls) => Manager::from_config(pg, tls.clone(), config),
+            None => Manager::from_config(pg, tokio_postgres::NoTls, config),
+        };
+        Pool::builder(manager)
+            .max_size(self.settings.pool_size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(CONNECT_TIMEOUT))
             .create_timeout(Some(CONNECT_TIMEOUT))
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
-            .map_err(|e| StoreError::Unavailable(format!("connection pool: {e}")))?;
-        Ok(Db {
-            pool,
-            pooler: settings.pooler,
-        })
+            .map_err(|e| {
+                StoreError::Unavailable(format!("could not build the connection pool ({e})"))
+            })
     }
+}
 
-    pub async fn get(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(|e| {
-            tracing::warn!(error = %e, "could not get a database connection");
-            let what = match &e {
-                deadpool_postgres::PoolError::Backend(pg) => match pg.code().map(|c| c.code()) {
-                    Some("28P01") | Some("28000") => "the database refused the credentials",
-                    Some("3D000") => "the database does not exist",
-                    _ => "could not connect to the database",
-                },
-                deadpool_postgres::PoolError::Timeout(_) => {
-                    "timed out waiting for a database connection"
-                }
-                _ => "could not connect to the database",
-            };
-            StoreError::Unavailable(what.into())
-        })
+fn ssl_mode(source: &Source, settings: &Settings) -> SslMode {
+    if let Some(mode) = settings.db_sslmode {
+        return mode;
     }
+    match source {
+        Source::Url(config) => match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => SslMode::Disable,
+            tokio_postgres::config::SslMode::Require => SslMode::Require,
+            _ => SslMode::Prefer,
+        },
+        Source::Secret(_) => SslMode::Prefer,
+    }
+}
 
-    pub fn pooler(&self) -> PoolerMode {
-        self.pooler
-    }
+fn config_from_secret(
+    secret: &DbSecret,
+    settings: &Settings,
+) -> Result<tokio_postgres::Config, StoreError> {
+    let host = secret
+        .host
+        .as_deref()
+        .or(settings.db_host.as_deref())
+        .ok_or_else(|| {
+            StoreError::Unavailable("the database secret has no host and DB_HOST is not set".into())
+        })?;
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(host)
+        .port(secret.port.or(settings.db_port).unwrap_or(5432))
+        .user(&secret.username)
+        .password(&secret.password)
+        .dbname(
+            secret
+                .dbname
+                .as_deref()
+                .or(settings.db_name.as_deref())
+                .unwrap_or("postgres"),
+        );
+    Ok(pg)
+}
+
+fn secret_unavailable(e: SecretError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn refused_credentials(e: &PoolError) -> bool {
+    matches!(e, PoolError::Backend(pg) if matches!(pg.code().map(|c| c.code()), Some("28P01") | Some("28000")))
+}
+
+/// Why a connection could not be had, in words a caller may see.
+fn unavailable(e: PoolError) -> StoreError {
+    tracing::warn!(error = %e, "could not get a database connection");
+    let reason = match &e {
+        _ if refused_credentials(&e) => "the database refused the credentials",
+        PoolError::Backend(pg) if pg.code().map(|c| c.code()) == Some("3D000") => {
+            "the database does not exist"
+        }
+        PoolError::Backend(pg) if pg.to_string().contains("TLS") => {
+            "the TLS handshake with the database failed"
+        }
+        PoolError::Timeout(TimeoutType::Wait) => "timed out waiting for a free database connection",
+        PoolError::Timeout(_) => "timed out connecting to the database",
+        _ => "could not connect to the database",
+    };
+    StoreError::Unavailable(reason.into())
 }

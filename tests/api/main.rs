@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! Black-box tests against a real Postgres: every test creates, migrates and
 //! drops its own database, so they run in parallel.
 
