@@ -38,7 +38,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Source {
     Url(Box<tokio_postgres::Config>),
-    Secret(SecretsManager),
+    Secret(Box<SecretsManager>),
 }
 
 struct Current {
@@ -71,7 +71,7 @@ impl Db {
             (Some(url), _) => {
                 Source::Url(Box::new(url.parse().map_err(|_| DbConfigError::BadUrl)?))
             }
-            (None, Some(id)) => Source::Secret(SecretsManager::new(id.clone())),
+            (None, Some(id)) => Source::Secret(Box::new(SecretsManager::new(id.clone()))),
             (None, None) => return Err(DbConfigError::NoDatabase),
         };
         let mode = ssl_mode(&source, settings);
