@@ -7,13 +7,24 @@ CARGO ?= cargo
 EVENT ?= events/orchestrate-dry-run.json
 APP_DB ?= batch_processor
 
-.PHONY: help test lint fmt migrate invoke check ci
+VENV := .venv
+TOOLS_STAMP := $(VENV)/.tools-v1
+
+.PHONY: help test lint fmt migrate invoke tools ci
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-test: ## the whole test suite against a real Postgres (found or started)
-	DATABASE_URL="$$(scripts/pg.sh)" $(CARGO) test --all-targets --no-fail-fast
+test: tools ## the whole suite: real Postgres (found or started), local Secrets Manager, PgBouncer
+	DATABASE_URL="$$(scripts/pg.sh)" scripts/with-moto.sh $(CARGO) test --all-targets --no-fail-fast
+
+tools: $(TOOLS_STAMP) ## test tools: moto_server in a git-ignored venv, pgbouncer
+	@scripts/install-pgbouncer.sh
+
+$(TOOLS_STAMP):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+	touch $@
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

@@ -114,6 +114,8 @@ pub struct TestApp {
     pub app: App,
     /// A plain connection for seeding and for checking what the jobs wrote.
     pub db: tokio_postgres::Client,
+    /// The URL of this test's database.
+    pub url: String,
     // Last: dropped after the app's pool.
     _database: std::sync::Arc<TestDb>,
 }
@@ -161,6 +163,7 @@ impl TestApp {
         TestApp {
             app,
             db: connect(&database.url).await,
+            url: database.url.clone(),
             _database: database,
         }
     }

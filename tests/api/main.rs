@@ -3,8 +3,10 @@
 //! drops its own database, so they run in parallel.
 
 mod helpers;
+mod infra;
 
 mod auth;
+mod connections;
 mod http;
 mod migrations;
 mod orchestrate;
