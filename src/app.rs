@@ -6,6 +6,7 @@ use crate::configuration::{AuthMode, Settings};
 use crate::error::ApiError;
 use crate::store::pool::DbConfigError;
 use crate::store::Db;
+use crate::telemetry::metrics::MetricsSink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -17,6 +18,8 @@ pub struct App {
     pub settings: Settings,
     pub auth: Authenticator,
     pub db: Db,
+    /// Where the one EMF line per job goes (stdout on Lambda).
+    pub metrics: MetricsSink,
 }
 
 impl App {
@@ -26,7 +29,17 @@ impl App {
         }
         let db = Db::new(&settings)?;
         let auth = Authenticator::new(settings.auth_mode);
-        Ok(App { settings, auth, db })
+        Ok(App {
+            settings,
+            auth,
+            db,
+            metrics: MetricsSink::Stdout,
+        })
+    }
+
+    pub fn with_metrics(mut self, sink: MetricsSink) -> Self {
+        self.metrics = sink;
+        self
     }
 
     /// The HS256 secret: `JWT_SECRET`, else the database secret's `jwtSecret`

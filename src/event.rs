@@ -28,6 +28,8 @@ use crate::app::App;
 use crate::auth::{Credentials, Principal};
 use crate::error::ApiError;
 use crate::jobs::{Deadline, Job, JobContext, JobType};
+use crate::telemetry::metrics::{emf_line, JobCounts};
+use tracing::Instrument;
 
 /// Largest HTTP body accepted (SPEC §2: over 64 KiB is a 413).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -126,39 +128,84 @@ enum Incoming {
     Http(HttpRequest),
 }
 
+/// What the summary line and the metrics need to know of one invocation.
+#[derive(Default)]
+struct Record {
+    job_type: Option<JobType>,
+    counts: JobCounts,
+}
+
 impl App {
-    /// Handles one Lambda event from any source.
+    /// Handles one Lambda event from any source. Everything logged while it
+    /// runs carries the request id (the `invocation` span).
     pub async fn handle(&self, event: Value, inv: &Invocation) -> Result<Value, InvocationError> {
+        let span = tracing::info_span!("invocation", requestId = %inv.request_id);
+        self.handle_in_span(event, inv).instrument(span).await
+    }
+
+    async fn handle_in_span(
+        &self,
+        event: Value,
+        inv: &Invocation,
+    ) -> Result<Value, InvocationError> {
         let started = Instant::now();
-        let (source, job_type, result) = match classify(event) {
-            Err(e) => (Source::Direct, None, Err(e)),
+        let mut record = Record::default();
+        let (source, result) = match classify(event) {
+            Err(e) => (Source::Direct, Err(e)),
             Ok(Incoming::Trusted(job)) => {
                 let source = job.source;
-                let (job_type, result) = self.run_trusted(job, inv).await;
-                (source, job_type, result.map(Answer::Direct))
+                let result = self.run_trusted(job, inv, &mut record).await;
+                (source, result.map(Answer::Direct))
             }
             Ok(Incoming::Http(req)) => {
-                let (job_type, answer) = self.run_http(req, inv).await;
-                (answer.0, job_type, Ok(Answer::Http(answer.1, answer.2)))
+                let source = req.source;
+                let (status, response) = self.run_http(req, inv, &mut record).await;
+                (source, Ok(Answer::Http(status, response)))
             }
         };
-        let outcome = match &result {
-            Ok(Answer::Http(status, _)) if *status >= 400 => status.to_string(),
-            Ok(_) => "ok".to_owned(),
-            Err(e) => e.status().to_string(),
+        let status = match &result {
+            Ok(Answer::Http(status, _)) => *status,
+            Ok(Answer::Direct(_)) => 200,
+            Err(e) => e.status(),
         };
+        if let Err(e) = &result {
+            log_error(e);
+        }
+        let outcome = if status < 400 {
+            "ok".to_owned()
+        } else {
+            status.to_string()
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let job_type = record.job_type.map(|j| j.as_str()).unwrap_or("unknown");
+        let c = record.counts;
         tracing::info!(
             requestId = %inv.request_id,
-            jobType = job_type.map(|j| j.as_str()).unwrap_or("unknown"),
+            jobType = job_type,
             source = source.as_str(),
-            durationMs = started.elapsed().as_millis() as u64,
+            durationMs = duration_ms,
             outcome = %outcome,
+            confirmed = c.confirmed,
+            needsReview = c.needs_review,
+            cancelled = c.cancelled,
+            nearingTarget = c.nearing_target,
+            skipped = c.skipped,
+            ordersCancelled = c.orders_cancelled,
+            ordersPlaced = c.orders_placed,
             "invocation finished"
         );
+        if record.job_type.is_some() || status >= 400 {
+            self.metrics.emit(&emf_line(
+                job_type,
+                &c,
+                duration_ms,
+                status >= 500,
+                &inv.request_id,
+            ));
+        }
         match result {
             Ok(Answer::Direct(v)) | Ok(Answer::Http(_, v)) => Ok(v),
             Err(e) => {
-                log_error(&e);
                 let body = e.body(&inv.request_id);
                 Err(InvocationError {
                     error_type: e.kind(),
@@ -173,15 +220,17 @@ impl App {
         &self,
         job: TrustedJob,
         inv: &Invocation,
-    ) -> (Option<JobType>, Result<Value, ApiError>) {
-        let job_type = match JobType::parse(job.job_type.as_ref()) {
-            Ok(t) => t,
-            Err(e) => return (None, Err(e)),
-        };
-        let result = self
-            .run_job(job_type, job.data.as_ref(), &Principal::Trusted, inv)
-            .await;
-        (Some(job_type), result)
+        record: &mut Record,
+    ) -> Result<Value, ApiError> {
+        let job_type = JobType::parse(job.job_type.as_ref())?;
+        self.run_job(
+            job_type,
+            job.data.as_ref(),
+            &Principal::Trusted,
+            inv,
+            record,
+        )
+        .await
     }
 
     /// Always answers with a proxy response; errors become their status code.
@@ -189,18 +238,14 @@ impl App {
         &self,
         req: HttpRequest,
         inv: &Invocation,
-    ) -> (Option<JobType>, (Source, u16, Value)) {
+        record: &mut Record,
+    ) -> (u16, Value) {
         let source = req.source;
         let origin = self.settings.cors_allow_origin.as_str();
         if req.method == Method::OPTIONS {
-            return (
-                None,
-                (source, 204, proxy_response(source, 204, None, origin)),
-            );
+            return (204, proxy_response(source, 204, None, origin));
         }
-        let mut job_type = None;
-        let result = self.http_job(req, inv, &mut job_type).await;
-        let (status, body) = match result {
+        let (status, body) = match self.http_job(req, inv, record).await {
             Ok(v) => (200, v.to_string()),
             Err(e) => {
                 log_error(&e);
@@ -209,21 +254,14 @@ impl App {
                 (e.status(), body)
             }
         };
-        (
-            job_type,
-            (
-                source,
-                status,
-                proxy_response(source, status, Some(body), origin),
-            ),
-        )
+        (status, proxy_response(source, status, Some(body), origin))
     }
 
     async fn http_job(
         &self,
         req: HttpRequest,
         inv: &Invocation,
-        job_type_seen: &mut Option<JobType>,
+        record: &mut Record,
     ) -> Result<Value, ApiError> {
         if req.method != Method::POST {
             return Err(ApiError::MethodNotAllowed(format!(
@@ -253,12 +291,12 @@ impl App {
             }
         };
         let job_type = JobType::parse(request.get("jobType"))?;
-        *job_type_seen = Some(job_type);
         let mut data = request.remove("data");
         if let Some(key) = header(&req.headers, "idempotency-key") {
             merge_idempotency_key(&mut data, key)?;
         }
-        self.run_job(job_type, data.as_ref(), &principal, inv).await
+        self.run_job(job_type, data.as_ref(), &principal, inv, record)
+            .await
     }
 
     async fn run_job(
@@ -267,7 +305,15 @@ impl App {
         data: Option<&Value>,
         principal: &Principal,
         inv: &Invocation,
+        record: &mut Record,
     ) -> Result<Value, ApiError> {
+        record.job_type = Some(job_type);
+        // The request as it came, for operators; the log writer masks personal data.
+        tracing::info!(
+            jobType = job_type.as_str(),
+            request = %data.map(serde_json::Value::to_string).unwrap_or_default(),
+            "job request"
+        );
         let job = Job::parse(job_type, data, principal)?;
         let ctx = JobContext {
             db: &self.db,
@@ -275,7 +321,9 @@ impl App {
             principal,
             deadline: Deadline::new(inv.deadline, self.settings.deadline_margin),
         };
-        job.run(&ctx).await
+        let body = job.run(&ctx).await?;
+        record.counts = JobCounts::of_response(job_type.as_str(), &body);
+        Ok(body)
     }
 }
 

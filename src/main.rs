@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use batch_processor::configuration::Settings;
+use batch_processor::telemetry::metrics::MetricsSink;
 use batch_processor::{telemetry, App, Invocation};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
@@ -16,8 +17,7 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
-    let settings = Settings::from_env()?;
-    let app = Arc::new(App::new(settings)?);
+    let app = App::new(Settings::from_env()?)?;
 
     let args: Vec<String> = std::env::args().skip(1).collect();
     let one_event = match args.first().map(String::as_str) {
@@ -29,12 +29,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         None => None,
     };
     if let Some(event) = one_event {
+        // stdout is the answer; metric lines go to stderr with the logs.
+        let app = app.with_metrics(MetricsSink::Stderr);
         let inv = Invocation::new(format!("local-{}", std::process::id()), None);
         let out = app.handle(event, &inv).await.map_err(|e| e.message)?;
         println!("{out:#}");
         return Ok(());
     }
 
+    let app = Arc::new(app);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let app = Arc::clone(&app);
         async move {

@@ -308,6 +308,24 @@ async fn act_chunk(
         batches::notify_nearing(&*tx, &plan.nearing),
     )?;
     tx.commit().await.map_err(StoreError::from)?;
+    tracing::debug!(
+        evaluated = rows.len(),
+        confirmed = plan.confirm.len(),
+        needsReview = plan.review.len(),
+        cancelled = plan.cancel.len(),
+        nearingTarget = plan.nearing.len(),
+        "chunk applied"
+    );
+    for (moves, action) in [
+        (&plan.confirm, "confirmed"),
+        (&plan.review, "needs_review"),
+        (&plan.cancel, "cancelled"),
+        (&plan.nearing, "nearing_target"),
+    ] {
+        for m in moves {
+            tracing::debug!(batchId = %m.batch_id, action, fillPercentage = %m.fill_percentage, "batch decided");
+        }
+    }
     plan.finish(&supplier_orders, &cancelled, false, out)?;
     Ok((rows.len(), rows.last().map(CandidateRow::cursor)))
 }

@@ -287,6 +287,14 @@ pub async fn run(req: ProcessOrderRequest, ctx: &JobContext<'_>) -> Result<Value
         _ => e.into(),
     })?;
     tx.commit().await.map_err(StoreError::from)?;
+    tracing::info!(
+        orderId = %order_id,
+        batchId = %placement.batch_id,
+        buyerId = %req.buyer_id,
+        quantity = req.quantity,
+        isNewBatch = placement.is_new,
+        "order placed"
+    );
     Ok(response)
 }
 

@@ -91,5 +91,6 @@ pub async fn run(
         }
     }
     tx.commit().await.map_err(StoreError::from)?;
+    tracing::info!(batchId = %req.batch_id, decision = ?req.decision, note = req.note.as_deref().unwrap_or(""), "batch reviewed");
     Ok(OrchestrateResponse::new(vec![result], 1, false, false))
 }

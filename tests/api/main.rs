@@ -9,6 +9,7 @@ mod auth;
 mod connections;
 mod http;
 mod migrations;
+mod observability;
 mod orchestrate;
 mod process_order;
 mod review_batch;

@@ -1,0 +1,202 @@
+//! One CloudWatch Embedded Metric Format line per job (SPEC §9).
+//!
+//! The EMF specification: a JSON object whose `_aws` member declares, for a
+//! timestamp in milliseconds, the namespace, the dimension sets and the metric
+//! names and units; the values are top-level members of the same object.
+//! CloudWatch Logs turns the line into metrics without any API call, which is
+//! what a Lambda wants. No crate is needed for something this small.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Map, Value};
+
+pub const NAMESPACE: &str = "BatchProcessor";
+
+/// What one job did, for the summary log line and the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    pub confirmed: u64,
+    pub needs_review: u64,
+    pub cancelled: u64,
+    pub nearing_target: u64,
+    pub skipped: u64,
+    pub orders_cancelled: u64,
+    pub orders_placed: u64,
+}
+
+impl JobCounts {
+    /// Counts the results of an orchestrate-shaped answer and the orders a
+    /// process-order placed (a replay places none).
+    pub fn of_response(job_type: &str, body: &Value) -> Self {
+        let mut c = JobCounts::default();
+        if job_type == "process-order" {
+            c.orders_placed = u64::from(body.get("idempotentReplay") != Some(&Value::Bool(true)));
+            return c;
+        }
+        if body.get("dryRun") == Some(&Value::Bool(true)) {
+            return c;
+        }
+        for r in body
+            .get("results")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            match r.get("action").and_then(Value::as_str) {
+                Some("confirmed") => c.confirmed += 1,
+                Some("needs_review") => c.needs_review += 1,
+                Some("cancelled") => c.cancelled += 1,
+                Some("nearing_target") => c.nearing_target += 1,
+                Some("skipped") => c.skipped += 1,
+                _ => {}
+            }
+            c.orders_cancelled += r
+                .get("ordersCancelled")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+        }
+        c
+    }
+}
+
+/// The metric line for one job. `job_type` is `unknown` when the request had none.
+pub fn emf_line(
+    job_type: &str,
+    counts: &JobCounts,
+    duration_ms: u64,
+    error: bool,
+    request_id: &str,
+) -> String {
+    let metrics: [(&str, u64, &str); 9] = [
+        ("Confirmed", counts.confirmed, "Count"),
+        ("NeedsReview", counts.needs_review, "Count"),
+        ("Cancelled", counts.cancelled, "Count"),
+        ("NearingTarget", counts.nearing_target, "Count"),
+        ("Skipped", counts.skipped, "Count"),
+        ("OrdersCancelled", counts.orders_cancelled, "Count"),
+        ("OrdersPlaced", counts.orders_placed, "Count"),
+        ("DurationMs", duration_ms, "Milliseconds"),
+        ("Errors", u64::from(error), "Count"),
+    ];
+    let mut line = Map::new();
+    line.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": chrono::Utc::now().timestamp_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["JobType"]],
+                "Metrics": metrics.iter().map(|(name, _, unit)| json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
+            }],
+        }),
+    );
+    line.insert("JobType".into(), json!(job_type));
+    for (name, value, _) in metrics {
+        line.insert(name.into(), json!(value));
+    }
+    // A property, not a dimension: lets an operator go from a metric to the logs.
+    line.insert("requestId".into(), json!(request_id));
+    Value::Object(line).to_string()
+}
+
+/// Where metric lines go: stdout on Lambda, stderr for the local `invoke`
+/// command (whose stdout is the answer), or a buffer in tests.
+#[derive(Clone)]
+pub enum MetricsSink {
+    Stdout,
+    Stderr,
+    Buffer(Arc<Mutex<Vec<String>>>),
+}
+
+impl MetricsSink {
+    pub fn emit(&self, line: &str) {
+        match self {
+            MetricsSink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+            }
+            MetricsSink::Stderr => {
+                let mut out = std::io::stderr().lock();
+                let _ = writeln!(out, "{line}");
+            }
+            MetricsSink::Buffer(lines) => {
+                if let Ok(mut l) = lines.lock() {
+                    l.push(line.to_owned());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_line_follows_the_specification() {
+        let counts = JobCounts {
+            confirmed: 2,
+            cancelled: 1,
+            orders_cancelled: 12,
+            ..JobCounts::default()
+        };
+        let v: Value =
+            serde_json::from_str(&emf_line("orchestrate", &counts, 42, false, "r-1")).unwrap();
+        let aws = &v["_aws"];
+        assert!(aws["Timestamp"].as_i64().unwrap() > 1_700_000_000_000);
+        let cwm = &aws["CloudWatchMetrics"][0];
+        assert_eq!(cwm["Namespace"], "BatchProcessor");
+        assert_eq!(cwm["Dimensions"], json!([["JobType"]]));
+        let names: Vec<&str> = cwm["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        for name in &names {
+            assert!(v[*name].is_u64(), "{name} has a numeric value");
+        }
+        assert_eq!(names.len(), 9);
+        assert_eq!(v["JobType"], "orchestrate");
+        assert_eq!(v["Confirmed"], 2);
+        assert_eq!(v["OrdersCancelled"], 12);
+        assert_eq!(v["DurationMs"], 42);
+        assert_eq!(v["Errors"], 0);
+    }
+
+    #[test]
+    fn counts_come_from_the_answer() {
+        let body = json!({"results": [
+            {"action": "confirmed"}, {"action": "cancelled", "ordersCancelled": 3},
+            {"action": "cancelled", "ordersCancelled": 2}, {"action": "nearing_target"}, {"action": "skipped"},
+            {"action": "needs_review"}]});
+        let c = JobCounts::of_response("orchestrate", &body);
+        assert_eq!(
+            (
+                c.confirmed,
+                c.cancelled,
+                c.orders_cancelled,
+                c.nearing_target,
+                c.skipped,
+                c.needs_review
+            ),
+            (1, 2, 5, 1, 1, 1)
+        );
+        let dry = json!({"dryRun": true, "results": [{"action": "confirmed"}]});
+        assert_eq!(
+            JobCounts::of_response("orchestrate", &dry),
+            JobCounts::default(),
+            "a dry run does nothing"
+        );
+        assert_eq!(
+            JobCounts::of_response("process-order", &json!({"orderId": "x"})).orders_placed,
+            1
+        );
+        assert_eq!(
+            JobCounts::of_response("process-order", &json!({"idempotentReplay": true}))
+                .orders_placed,
+            0
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! What operators see (SPEC §9): JSON log lines with the request id, personal
+//! data masked wherever it appears, batch ids whole, one EMF line per job.
+
+use std::sync::{Arc, Mutex};
+
+use batch_processor::telemetry::metrics::MetricsSink;
+use batch_processor::telemetry::{self, Capture, Format};
+use batch_processor::Invocation;
+use serde_json::{json, Value};
+use tracing_subscriber::EnvFilter;
+
+use crate::helpers::*;
+
+const BUYER: &str = "550e8400-e29b-41d4-a716-446655440000";
+const EMAIL: &str = "john.doe@example.com";
+const SHORT_EMAIL: &str = "abc@example.com";
+const PHONE: &str = "+8801234567890";
+const OTHER_ID: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+
+#[tokio::test]
+async fn logs_are_json_with_personal_data_masked_and_one_metric_line_per_job() {
+    let capture = Capture::default();
+    let _logs = tracing::subscriber::set_default(telemetry::subscriber(
+        Format::Json,
+        EnvFilter::new("info,batch_processor=debug,tokio_postgres=warn"),
+        capture.clone(),
+    ));
+    let metrics = Arc::new(Mutex::new(Vec::new()));
+    let mut t = TestApp::spawn().await;
+    t.app = batch_processor::App::new(settings(&t.url, &[]))
+        .unwrap()
+        .with_metrics(MetricsSink::Buffer(metrics.clone()));
+    t.terms("active", 200, 4, "10.00", None, 10).await;
+
+    // A process-order carrying personal data at several depths.
+    let style = json!({"variant": "navy-m",
+                       "contact": {"email": EMAIL, "backup": [SHORT_EMAIL, {"phone": PHONE}]},
+                       "notes": format!("call {PHONE} or write {EMAIL}; ref {OTHER_ID}")});
+    let placed = t
+        .invoke_with(
+            json!({"jobType": "process-order", "data": {"productCategory": "t-shirts", "productVariantBase": "crew",
+                   "quantity": 50, "styleDetails": style.clone(), "buyerId": BUYER}}),
+            &Invocation::new("req-order-1", None),
+        )
+        .await
+        .unwrap();
+    let batch = placed["batchId"].as_str().unwrap().to_owned();
+    let order = placed["orderId"].as_str().unwrap().to_owned();
+
+    // An invalid request that echoes the same data back into the logs.
+    let err = t
+        .invoke_with(
+            json!({"jobType": "process-order", "data": {"productCategory": "t-shirts", "productVariantBase": "crew",
+                   "quantity": 2.5, "styleDetails": style, "buyerId": BUYER}}),
+            &Invocation::new("req-bad-2", None),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 400);
+
+    // An orchestrate with cancellations: the batch's window has closed at 25 %.
+    t.db.execute(
+        "UPDATE production_batches SET window_closes_at = now() - interval '1 minute' WHERE id = $1",
+        &[&uuid::Uuid::parse_str(&batch).unwrap()],
+    )
+    .await
+    .unwrap();
+    let run = t
+        .invoke_with(
+            json!({"jobType": "orchestrate"}),
+            &Invocation::new("req-orch-3", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(run["results"][0]["ordersCancelled"], 1);
+
+    let text = capture.text();
+    for raw in [
+        EMAIL,
+        "john.doe",
+        SHORT_EMAIL,
+        PHONE,
+        "1234567890",
+        BUYER,
+        OTHER_ID,
+        &order,
+    ] {
+        assert!(!text.contains(raw), "{raw} leaked into the logs:\n{text}");
+    }
+    for masked in [
+        "joh***@example.com",
+        "***@example.com",
+        "+880****90",
+        "550e8400-****",
+        "7c9e6679-****",
+    ] {
+        assert!(text.contains(masked), "{masked} missing:\n{text}");
+    }
+    assert!(
+        text.contains(&format!("{}-****", &order[..8])),
+        "the order id, masked"
+    );
+    assert!(text.contains(&batch), "batch ids stay whole:\n{text}");
+
+    let lines: Vec<Value> = capture
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    // (The test database's own migrate ran before; its request id is not ours.)
+    let summaries: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "invocation finished")
+        .filter(|l| {
+            l["requestId"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("req-"))
+        })
+        .collect();
+    assert_eq!(summaries.len(), 3);
+    for (s, (req, job, outcome)) in summaries.iter().zip([
+        ("req-order-1", "process-order", "ok"),
+        ("req-bad-2", "process-order", "400"),
+        ("req-orch-3", "orchestrate", "ok"),
+    ]) {
+        assert_eq!(s["requestId"], req);
+        assert_eq!(s["jobType"], job);
+        assert_eq!(s["source"], "direct");
+        assert_eq!(s["outcome"], outcome);
+        assert!(s["durationMs"].is_u64());
+    }
+    assert_eq!(summaries[0]["ordersPlaced"], 1);
+    assert_eq!(summaries[2]["cancelled"], 1);
+    assert_eq!(summaries[2]["ordersCancelled"], 1);
+    // Every line written during an invocation carries its request id.
+    for l in lines
+        .iter()
+        .filter(|l| l["message"] != "invocation finished")
+    {
+        let id = l["span"]["requestId"].as_str().or(l["requestId"].as_str());
+        assert!(id.is_some(), "{l}");
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l["span"]["requestId"] == "req-order-1" && l["message"] == "order placed"));
+
+    let metrics = metrics.lock().unwrap().clone();
+    assert_eq!(metrics.len(), 3, "one EMF line per job");
+    let emf: Vec<Value> = metrics
+        .iter()
+        .map(|m| serde_json::from_str(m).unwrap())
+        .collect();
+    for m in &emf {
+        let def = &m["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(def["Namespace"], "BatchProcessor");
+        assert_eq!(def["Dimensions"], json!([["JobType"]]));
+        for d in def["Metrics"].as_array().unwrap() {
+            let name = d["Name"].as_str().unwrap();
+            assert!(m[name].is_u64(), "{name} in {m}");
+        }
+        assert!(m["_aws"]["Timestamp"].is_i64());
+    }
+    assert_eq!(
+        (emf[0]["JobType"].as_str(), emf[0]["OrdersPlaced"].as_u64()),
+        (Some("process-order"), Some(1))
+    );
+    assert_eq!(
+        emf[1]["Errors"], 0,
+        "a 400 is the caller's error, not the function's"
+    );
+    assert_eq!(
+        (
+            emf[2]["Cancelled"].as_u64(),
+            emf[2]["OrdersCancelled"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+}
