@@ -1,34 +1,38 @@
 # batch-processor — every command a developer or CI needs.
 # Postgres is found or started by scripts/pg.sh (DATABASE_URL wins when set).
+# Python tools (cargo-lambda, moto, cfn-lint) live in the git-ignored .venv.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 EVENT ?= events/orchestrate-dry-run.json
 APP_DB ?= batch_processor
-
+LAMBDA_PORT ?= 9000
 VENV := .venv
-TOOLS_STAMP := $(VENV)/.tools-v1
+TOOLS_STAMP := $(VENV)/.tools-v2
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export LAMBDA_PORT
 
-.PHONY: help test lint fmt migrate invoke tools ci
+.PHONY: help demo test e2e lint fmt migrate run watch invoke build build-native tools ci
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-test: tools ## the whole suite: real Postgres (found or started), local Secrets Manager, PgBouncer
+demo: tools ## fresh demo database, seed, orchestrate and process-order through cargo lambda watch
+	python3 scripts/local_lambda.py demo
+
+test: tools ## the whole suite: cargo tests (real Postgres, Secrets Manager, PgBouncer), then the end-to-end test
 	DATABASE_URL="$$(scripts/pg.sh)" scripts/with-moto.sh $(CARGO) test --all-targets --no-fail-fast
+	$(MAKE) --no-print-directory e2e
 
-tools: $(TOOLS_STAMP) ## test tools: moto_server in a git-ignored venv, pgbouncer
-	@scripts/install-pgbouncer.sh
+e2e: tools ## every file in events/ through cargo lambda watch + invoke, and HTTP through the function URL
+	python3 scripts/local_lambda.py e2e
 
-$(TOOLS_STAMP):
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
-	touch $@
-
-lint: ## rustfmt and clippy, warnings are errors
+lint: tools ## rustfmt, clippy (warnings are errors), cfn-lint on template.yaml, openapi.yaml validation
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	cfn-lint template.yaml
+	openapi-spec-validator openapi.yaml
 
 fmt: ## format the code
 	$(CARGO) fmt --all
@@ -36,7 +40,28 @@ fmt: ## format the code
 migrate: ## apply the migrations to the local database ($(APP_DB))
 	DATABASE_URL="$$(scripts/pg.sh $(APP_DB))" $(CARGO) run --quiet -- migrate
 
-invoke: migrate ## handle one event locally: make invoke EVENT=events/orchestrate.json
+run: migrate ## handle one event in-process, no emulator: make run EVENT=events/orchestrate.json
 	DATABASE_URL="$$(scripts/pg.sh $(APP_DB))" $(CARGO) run --quiet -- invoke $(EVENT)
+
+watch: tools ## cargo lambda watch on 127.0.0.1:$(LAMBDA_PORT) against the local database
+	python3 scripts/local_lambda.py watch --db $(APP_DB)
+
+invoke: tools ## send an event to a running `make watch`: make invoke EVENT=events/http-api-orchestrate.json
+	python3 scripts/local_lambda.py invoke $(EVENT)
+
+build: tools ## the deployable arm64 bootstrap (cross-compiles: needs zig, see README)
+	$(CARGO) lambda build --release --arm64
+
+build-native: tools ## the release bootstrap for this machine's architecture (no zig, no downloads)
+	$(CARGO) lambda build --release --compiler cargo
+
+tools: $(TOOLS_STAMP) ## install the tools into .venv (and pgbouncer, when root)
+	@scripts/install-pgbouncer.sh
+
+$(TOOLS_STAMP):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5' 'cfn-lint==1.58.0' 'openapi-spec-validator==0.7.1'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps 'cargo-lambda==1.9.2'
+	touch $@
 
 ci: lint test ## what .ci/run runs

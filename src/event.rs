@@ -60,9 +60,24 @@ impl Invocation {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let deadline = (ctx.deadline > 0)
-            .then(|| Instant::now() + Duration::from_millis(ctx.deadline.saturating_sub(now_ms)));
+        let remaining_ms = remaining_ms(ctx.deadline, now_ms);
+        tracing::debug!(deadline = ctx.deadline, remaining_ms, "invocation deadline");
+        let deadline = remaining_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
         Invocation::new(ctx.request_id.clone(), deadline)
+    }
+}
+
+/// Epoch milliseconds before 2001-09-09: no real Lambda deadline is that old.
+const EPOCH_MS_FLOOR: u64 = 1_000_000_000_000;
+
+/// Time left before the deadline. Lambda sends an epoch-millisecond deadline;
+/// `cargo lambda watch` sends the function timeout itself (e.g. `600000`), so a
+/// value too small to be an epoch time is read as milliseconds from now.
+fn remaining_ms(deadline: u64, now_ms: u64) -> Option<u64> {
+    match deadline {
+        0 => None,
+        d if d < EPOCH_MS_FLOOR => Some(d),
+        d => Some(d.saturating_sub(now_ms)),
     }
 }
 
@@ -512,6 +527,19 @@ fn proxy_response(source: Source, status: u16, body: Option<String>, origin: &st
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn deadlines_from_lambda_and_from_the_local_emulator() {
+        let now = 1_795_955_563_145;
+        assert_eq!(remaining_ms(now + 30_000, now), Some(30_000));
+        assert_eq!(remaining_ms(now - 5, now), Some(0), "already past");
+        assert_eq!(
+            remaining_ms(600_000, now),
+            Some(600_000),
+            "cargo lambda sends the timeout"
+        );
+        assert_eq!(remaining_ms(0, now), None);
+    }
 
     #[test]
     fn base64_bodies_are_decoded_and_size_checked() {

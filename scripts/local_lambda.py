@@ -1,0 +1,339 @@
+#!/usr/bin/env python3
+"""Run the function locally through `cargo lambda watch`, as a Lambda team would.
+
+    local_lambda.py watch            # cargo lambda watch on 127.0.0.1:$LAMBDA_PORT with the local env
+    local_lambda.py invoke EVENT     # send events/<file>.json to a running watch (tokens filled in)
+    local_lambda.py demo             # fresh demo database, seed, start watch, run jobs, print, stop
+    local_lambda.py e2e              # the end-to-end test: every file in events/ through cargo lambda
+
+Only the standard library: it runs before anything else is installed. Event files may hold the
+placeholders <ADMIN_JWT> and <BUYER_JWT>; they are replaced by HS256 tokens signed with JWT_SECRET.
+"""
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+VENV_BIN = ROOT / ".venv" / "bin"
+FUNCTION = "batch-processor"
+DEFAULT_SECRET = "local-development-jwt-secret-change-me"
+BUYER = "aaaaaaaa-0000-4000-8000-000000000002"  # alice, in the demo seed
+ADMIN = "00000000-0000-4000-8000-00000000ad01"
+
+
+def log(msg):
+    print(f"local_lambda: {msg}", file=sys.stderr, flush=True)
+
+
+def env_with_tools():
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def jwt_secret():
+    return os.environ.get("JWT_SECRET") or DEFAULT_SECRET
+
+
+def token(claims, secret):
+    def b64(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = b64(json.dumps(claims).encode())
+    sig = hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{b64(sig)}"
+
+
+def admin_token(secret):
+    return token({"role": "service_role", "sub": ADMIN, "exp": int(time.time()) + 3600}, secret)
+
+
+def buyer_token(secret):
+    return token({"role": "authenticated", "aud": "authenticated", "sub": BUYER,
+                  "exp": int(time.time()) + 3600}, secret)
+
+
+def prepared_event(path, secret):
+    """The event file with its token placeholders filled, as a temporary file."""
+    text = Path(path).read_text()
+    text = text.replace("<ADMIN_JWT>", admin_token(secret)).replace("<BUYER_JWT>", buyer_token(secret))
+    tmp = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+    tmp.write(text)
+    tmp.close()
+    return tmp.name
+
+
+def server_url():
+    out = subprocess.run([str(ROOT / "scripts" / "pg.sh")], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def with_db(url, name):
+    base, _, query = url.partition("?")
+    scheme, _, rest = base.partition("://")
+    authority = rest.split("/", 1)[0]
+    return f"{scheme}://{authority}/{name}" + (f"?{query}" if query else "")
+
+
+def psql(url, *args, **kw):
+    return subprocess.run(["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", *args], check=True, **kw)
+
+
+def fresh_database(name):
+    """Drops and recreates `name` on the server scripts/pg.sh finds (DATABASE_URL's, if set)."""
+    admin = with_db(server_url(), "postgres")
+    psql(admin, "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    psql(admin, "-c", f'CREATE DATABASE "{name}"')
+    return with_db(admin, name)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_env_file(database_url, secret, extra=None):
+    lines = {"DATABASE_URL": database_url, "JWT_SECRET": secret, "RUST_LOG": "info,tokio_postgres=warn"}
+    lines.update(extra or {})
+    path = ROOT / "target" / "lambda.env"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("".join(f"{k}=\"{v}\"\n" for k, v in lines.items()))
+    return path
+
+
+class Watch:
+    """`cargo lambda watch` in its own process group, stopped (with its function) on exit."""
+
+    def __init__(self, port, env_file, log_path):
+        self.port, self.env_file, self.log_path = port, env_file, log_path
+        self.proc = None
+
+    def __enter__(self):
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", str(self.port),
+             "--env-file", str(self.env_file), "--ignore-changes"],
+            cwd=ROOT, env=env_with_tools(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cargo lambda watch exited; see {self.log_path}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"cargo lambda watch did not listen on {self.port}; see {self.log_path}")
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+def invoke(port, event_path, secret):
+    """`cargo lambda invoke`: (ok, answer). A function error is (False, the error text)."""
+    data = prepared_event(event_path, secret)
+    try:
+        out = subprocess.run(
+            ["cargo", "lambda", "invoke", FUNCTION, "--data-file", data, "--invoke-address", "127.0.0.1",
+             "--invoke-port", str(port), "--output-format", "json"],
+            cwd=ROOT, env=env_with_tools(), capture_output=True, text=True, timeout=600)
+    finally:
+        os.unlink(data)
+    if out.returncode != 0:
+        return False, (out.stdout + out.stderr).strip()
+    return True, json.loads(out.stdout)
+
+
+def http(port, method, path, body=None, headers=None):
+    """A request to the function URL emulator: (status, headers, parsed body or None)."""
+    url = f"http://127.0.0.1:{port}/lambda-url/{FUNCTION}{path}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        req.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            raw = resp.read()
+            return resp.status, dict(resp.headers), json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        return e.code, dict(e.headers), json.loads(raw) if raw else None
+
+
+def proxy_body(answer):
+    body = answer.get("body")
+    return json.loads(body) if body else None
+
+
+def actions(answer):
+    return {r["batchId"][-2:]: r for r in answer.get("results", [])}
+
+
+# ---- commands ----------------------------------------------------------------
+
+def cmd_watch(args):
+    url = os.environ.get("DATABASE_URL") or with_db(server_url(), args.db)
+    env_file = write_env_file(url, jwt_secret())
+    log(f"cargo lambda watch on http://127.0.0.1:{args.port} (database {url.rsplit('/', 1)[-1]})")
+    log(f"HTTP: curl -X POST http://127.0.0.1:{args.port}/lambda-url/{FUNCTION}/jobs -H 'authorization: Bearer …'")
+    os.execvpe("cargo", ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port",
+                         str(args.port), "--env-file", str(env_file)], env_with_tools())
+
+
+def cmd_invoke(args):
+    ok, answer = invoke(args.port, args.event, jwt_secret())
+    print(json.dumps(answer, indent=2) if ok else answer)
+    return 0 if ok else 1
+
+
+def cmd_demo(args):
+    secret = jwt_secret()
+    url = fresh_database("batch_processor_demo")
+    env_file = write_env_file(url, secret)
+    port = free_port()
+    show = lambda title, value: print(f"\n=== {title}\n{json.dumps(value, indent=2)}", flush=True)
+    log(f"starting cargo lambda watch on 127.0.0.1:{port} (first build may take a few minutes)")
+    with Watch(port, env_file, ROOT / "target" / "demo-watch.log"):
+        ok, answer = invoke(port, EVENTS / "migrate.json", secret)
+        if not ok:
+            raise SystemExit(f"migrate failed: {answer}")
+        show("migrate (events/migrate.json)", answer)
+        psql(url, "-f", str(ROOT / "scripts" / "demo-seed.sql"))
+        log("seeded: 3 suppliers, 7 batches (every tier), 6 orders")
+        for name in ["orchestrate-dry-run.json", "orchestrate.json", "process-order.json"]:
+            ok, answer = invoke(port, EVENTS / name, secret)
+            show(f"{name} through cargo lambda invoke", answer)
+        status, _, body = http(port, "POST", "/jobs", {"jobType": "orchestrate", "data": {"dryRun": True}},
+                               {"authorization": f"Bearer {admin_token(secret)}"})
+        show(f"POST /lambda-url/{FUNCTION}/jobs (HTTP {status})", body)
+    log(f"stopped cargo lambda watch; the demo database stays: {url}")
+    return 0
+
+
+def cmd_e2e(args):
+    """Every event file through `cargo lambda invoke`, plus HTTP through the function URL."""
+    secret = "e2e-jwt-secret-of-a-reasonable-length!"
+    url = fresh_database(f"bp_e2e_{os.getpid()}")
+    env_file = write_env_file(url, secret, {"CORS_ALLOW_ORIGIN": "https://shop.example.com"})
+    port = free_port()
+    passed, failed = 0, 0
+
+    def check(name, condition, detail=""):
+        nonlocal passed, failed
+        if condition:
+            passed += 1
+            print(f"ok   {name}", flush=True)
+        else:
+            failed += 1
+            print(f"FAIL {name}: {detail}", flush=True)
+
+    def ev(name):
+        ok, answer = invoke(port, EVENTS / name, secret)
+        if not ok:
+            check(name, False, answer)
+            return None
+        return answer
+
+    expectations = {
+        "migrate.json": lambda a: a["success"] and len(a["applied"]) >= 4,
+        "orchestrate-dry-run.json": lambda a: a["dryRun"] and {k: r["action"] for k, r in actions(a).items()} == {
+            "01": "confirmed", "02": "needs_review", "03": "cancelled", "04": "nearing_target",
+            "06": "skipped", "07": "needs_review"} and actions(a)["03"]["ordersCancelled"] == 2,
+        "orchestrate.json": lambda a: "supplierOrderId" in actions(a)["01"]
+            and actions(a)["03"]["ordersCancelled"] == 2 and a["evaluated"] == 7 and not a["hasMore"],
+        "review-batch.json": lambda a: a["results"][0]["action"] == "confirmed"
+            and "supplierOrderId" in a["results"][0],
+        "rest-api-review-batch.json": lambda a: a["statusCode"] == 200
+            and proxy_body(a)["results"][0]["action"] == "cancelled",
+        "process-order.json": lambda a: a["batchId"].endswith("04") and not a["isNewBatch"]
+            and a["pricing"]["factoryPrice"] == 8.93 and a["pricing"]["buyerPrice"] == 10.71
+            and a["batchFillPercentage"] == 90.0,
+        "http-api-process-order.json": lambda a: a["statusCode"] == 200
+            and proxy_body(a)["batchFillPercentage"] == 100.0,
+        "http-api-orchestrate.json": lambda a: a["statusCode"] == 200 and proxy_body(a)["dryRun"],
+        "http-api-jwt-authorizer-orchestrate.json": lambda a: a["statusCode"] == 200
+            and proxy_body(a)["success"],
+        "http-api-options.json": lambda a: a["statusCode"] == 204
+            and a["headers"]["access-control-allow-origin"] == "https://shop.example.com"
+            and a["headers"]["access-control-allow-methods"] == "POST, OPTIONS",
+        "eventbridge-schedule.json": lambda a: a["success"] and not a["hasMore"],
+    }
+    on_disk = sorted(p.name for p in EVENTS.glob("*.json"))
+    check("every file in events/ has an expectation", sorted(expectations) == on_disk,
+          f"files {on_disk} vs expectations {sorted(expectations)}")
+
+    log(f"starting cargo lambda watch on 127.0.0.1:{port}")
+    with Watch(port, env_file, ROOT / "target" / "e2e-watch.log"):
+        for name, expect in expectations.items():
+            if name == "orchestrate-dry-run.json":
+                psql(url, "-f", str(ROOT / "scripts" / "demo-seed.sql"))
+            answer = ev(name)
+            if answer is not None:
+                try:
+                    check(name, expect(answer), json.dumps(answer)[:600])
+                except (KeyError, TypeError, IndexError) as e:
+                    check(name, False, f"{e!r}: {json.dumps(answer)[:600]}")
+
+        ok, answer = invoke(port, EVENTS / "review-batch.json", secret)
+        check("a failed invocation is a Lambda error carrying the JSON error",
+              not ok and '"error":"Batch is confirmed, not needs_review"' in answer.replace("\n", "").replace("  ", ""),
+              answer)
+
+        admin = {"authorization": f"Bearer {admin_token(secret)}"}
+        status, headers, body = http(port, "POST", "/jobs", {"jobType": "orchestrate", "data": {"dryRun": True}}, admin)
+        check("POST through the function URL", status == 200 and body["success"]
+              and headers.get("content-type") == "application/json", f"{status} {body}")
+        status, _, body = http(port, "POST", "/jobs", {"jobType": "orchestrate"})
+        check("no token through the function URL is a 401", status == 401 and body["error"] == "Missing bearer token",
+              f"{status} {body}")
+        status, _, body = http(port, "POST", "/jobs", {"jobType": "migrate"}, admin)
+        check("migrate over HTTP is a 403", status == 403, f"{status} {body}")
+        status, _, body = http(port, "GET", "/jobs", None, admin)
+        check("GET is a 405", status == 405, f"{status} {body}")
+
+    psql(with_db(url, "postgres"), "-c", f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[-1]}" WITH (FORCE)')
+    print(f"e2e: {passed} passed, {failed} failed", flush=True)
+    return 0 if failed == 0 else 1
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    port = int(os.environ.get("LAMBDA_PORT", "9000"))
+    w = sub.add_parser("watch")
+    w.add_argument("--port", type=int, default=port)
+    w.add_argument("--db", default="batch_processor")
+    i = sub.add_parser("invoke")
+    i.add_argument("event")
+    i.add_argument("--port", type=int, default=port)
+    sub.add_parser("demo")
+    sub.add_parser("e2e")
+    args = parser.parse_args()
+    return {"watch": cmd_watch, "invoke": cmd_invoke, "demo": cmd_demo, "e2e": cmd_e2e}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
