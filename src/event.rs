@@ -129,7 +129,6 @@ struct TrustedJob {
 
 /// The parts of an API Gateway request this function reads.
 struct HttpRequest {
-    source: Source,
     method: Method,
     headers: HeaderMap,
     body: Option<String>,
@@ -140,7 +139,9 @@ struct HttpRequest {
 
 enum Incoming {
     Trusted(TrustedJob),
-    Http(HttpRequest),
+    /// An API Gateway event; `Err` when it has the shape's keys but does not
+    /// decode — it still gets an answer in that shape, a 400.
+    Http(Source, Result<HttpRequest, ApiError>),
 }
 
 /// What the summary line and the metrics need to know of one invocation.
@@ -172,9 +173,8 @@ impl App {
                 let result = self.run_trusted(job, inv, &mut record).await;
                 (source, result.map(Answer::Direct))
             }
-            Ok(Incoming::Http(req)) => {
-                let source = req.source;
-                let (status, response) = self.run_http(req, inv, &mut record).await;
+            Ok(Incoming::Http(source, req)) => {
+                let (status, response) = self.run_http(source, req, inv, &mut record).await;
                 (source, Ok(Answer::Http(status, response)))
             }
         };
@@ -251,16 +251,20 @@ impl App {
     /// Always answers with a proxy response; errors become their status code.
     async fn run_http(
         &self,
-        req: HttpRequest,
+        source: Source,
+        req: Result<HttpRequest, ApiError>,
         inv: &Invocation,
         record: &mut Record,
     ) -> (u16, Value) {
-        let source = req.source;
         let origin = self.settings.cors_allow_origin.as_str();
-        if req.method == Method::OPTIONS {
+        if req.as_ref().is_ok_and(|r| r.method == Method::OPTIONS) {
             return (204, proxy_response(source, 204, None, origin));
         }
-        let (status, body) = match self.http_job(req, inv, record).await {
+        let result = match req {
+            Ok(req) => self.http_job(req, inv, record).await,
+            Err(e) => Err(e),
+        };
+        let (status, body) = match result {
             Ok(v) => (200, v.to_string()),
             Err(e) => {
                 log_error(&e);
@@ -362,10 +366,15 @@ fn classify(event: Value) -> Result<Incoming, ApiError> {
     };
     let context = obj.get("requestContext");
     if context.and_then(|c| c.get("http")).is_some() {
-        let req: ApiGatewayV2httpRequest =
-            serde_json::from_value(Value::Object(obj)).map_err(|e| {
-                ApiError::BadRequest(format!("Malformed HTTP API (payload 2.0) event: {e}"))
-            })?;
+        let req: ApiGatewayV2httpRequest = match serde_json::from_value(Value::Object(obj)) {
+            Ok(req) => req,
+            Err(e) => {
+                return Ok(Incoming::Http(
+                    Source::Http,
+                    Err(malformed("HTTP API (payload 2.0)", &e)),
+                ))
+            }
+        };
         let claims = req
             .request_context
             .authorizer
@@ -377,34 +386,43 @@ fn classify(event: Value) -> Result<Incoming, ApiError> {
                     .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                     .collect()
             });
-        return Ok(Incoming::Http(HttpRequest {
-            source: Source::Http,
-            method: req.request_context.http.method,
-            headers: req.headers,
-            body: req.body,
-            is_base64_encoded: req.is_base64_encoded,
-            claims,
-        }));
+        return Ok(Incoming::Http(
+            Source::Http,
+            Ok(HttpRequest {
+                method: req.request_context.http.method,
+                headers: req.headers,
+                body: req.body,
+                is_base64_encoded: req.is_base64_encoded,
+                claims,
+            }),
+        ));
     }
     if context.is_some() && obj.contains_key("httpMethod") {
-        let req: ApiGatewayProxyRequest =
-            serde_json::from_value(Value::Object(obj)).map_err(|e| {
-                ApiError::BadRequest(format!("Malformed REST API (payload 1.0) event: {e}"))
-            })?;
+        let req: ApiGatewayProxyRequest = match serde_json::from_value(Value::Object(obj)) {
+            Ok(req) => req,
+            Err(e) => {
+                return Ok(Incoming::Http(
+                    Source::Rest,
+                    Err(malformed("REST API (payload 1.0)", &e)),
+                ))
+            }
+        };
         let claims = match req.request_context.authorizer.fields.get("claims") {
             Some(Value::Object(c)) => Some(c.clone()),
             _ => None,
         };
         let mut headers = req.multi_value_headers;
         headers.extend(req.headers);
-        return Ok(Incoming::Http(HttpRequest {
-            source: Source::Rest,
-            method: req.http_method,
-            headers,
-            body: req.body,
-            is_base64_encoded: req.is_base64_encoded,
-            claims,
-        }));
+        return Ok(Incoming::Http(
+            Source::Rest,
+            Ok(HttpRequest {
+                method: req.http_method,
+                headers,
+                body: req.body,
+                is_base64_encoded: req.is_base64_encoded,
+                claims,
+            }),
+        ));
     }
     let scheduled = obj.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
         && obj.get("source").and_then(Value::as_str) == Some("aws.events");
@@ -428,6 +446,13 @@ fn classify(event: Value) -> Result<Incoming, ApiError> {
         job_type: obj.remove("jobType"),
         data: obj.remove("data"),
     }))
+}
+
+/// A 400 for an event that has a source's keys but not its shape. serde's
+/// words are kept (they say which field) but cut short: they may echo input.
+fn malformed(what: &str, e: &serde_json::Error) -> ApiError {
+    let detail: String = e.to_string().chars().take(160).collect();
+    ApiError::BadRequest(format!("Malformed {what} event: {detail}"))
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {

@@ -71,6 +71,9 @@ impl<'a> Data<'a> {
         if s.is_empty() {
             return Err(invalid(format!("{key} must not be empty")));
         }
+        if s.contains('\0') {
+            return Err(invalid(format!("{key} must not contain NUL characters")));
+        }
         if s.chars().count() > max_chars {
             return Err(invalid(format!(
                 "{key} must be at most {max_chars} characters"
@@ -138,7 +141,7 @@ mod tests {
 
     #[test]
     fn strings_are_trimmed_and_bounded() {
-        let v = json!({"s": "  tee  ", "e": "   ", "n": 3, "long": "abcdef", "u": "ünï"});
+        let v = json!({"s": "  tee  ", "e": "   ", "n": 3, "long": "abcdef", "u": "ünï", "nul": "a\u{0}b"});
         let d = Data::new(Some(&v)).unwrap();
         assert_eq!(d.opt_str("s", 10).unwrap(), Some("tee"));
         assert_eq!(msg(d.opt_str("e", 10)), "e must not be empty");

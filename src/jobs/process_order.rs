@@ -73,11 +73,13 @@ impl ProcessOrderRequest {
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| bad("styleDetails.variant must be a non-empty string"))?
             .to_owned();
-        let size = serde_json::to_vec(&style_details)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
-        if size > MAX_STYLE_DETAILS_BYTES {
+        let serialized = serde_json::to_string(&style_details).unwrap_or_default();
+        if serialized.len() > MAX_STYLE_DETAILS_BYTES {
             return Err(bad("styleDetails must be at most 16 KiB"));
+        }
+        // Postgres cannot store NUL in text or jsonb; say so rather than fail on insert.
+        if serialized.contains("\\u0000") {
+            return Err(bad("styleDetails must not contain NUL characters"));
         }
         let given = data.opt_uuid("buyerId")?;
         let buyer_id = match principal {
@@ -95,13 +97,15 @@ impl ProcessOrderRequest {
         let idempotency_key = match data.get("idempotencyKey") {
             None => None,
             Some(Value::String(k))
-                if !k.is_empty() && k.chars().count() <= MAX_IDEMPOTENCY_KEY_CHARS =>
+                if !k.is_empty()
+                    && k.chars().count() <= MAX_IDEMPOTENCY_KEY_CHARS
+                    && !k.contains('\0') =>
             {
                 Some(k.clone())
             }
             Some(_) => {
                 return Err(bad(
-                    "idempotencyKey must be a string of 1 to 128 characters",
+                    "idempotencyKey must be a string of 1 to 128 characters, without NUL",
                 ))
             }
         };

@@ -159,7 +159,12 @@ impl TestApp {
 
     async fn on(database: std::sync::Arc<TestDb>, env: &[(&str, &str)]) -> Self {
         init_test_logs();
-        let app = App::new(settings(&database.url, env)).expect("app builds");
+        // Metric lines are checked by the observability test; elsewhere they are noise.
+        let app = App::new(settings(&database.url, env))
+            .expect("app builds")
+            .with_metrics(batch_processor::telemetry::metrics::MetricsSink::Buffer(
+                Default::default(),
+            ));
         TestApp {
             app,
             db: connect(&database.url).await,

@@ -233,6 +233,28 @@ async fn direct_invocation_errors_fail_the_invocation_with_the_json_error() {
     }
 }
 
+/// An event with API Gateway's keys but not its shape is still answered as
+/// HTTP (a proxy 400), so API Gateway relays it instead of failing with a 502.
+#[tokio::test]
+async fn malformed_api_gateway_events_get_a_proxy_400() {
+    let t = TestApp::spawn().await;
+    let mut bad_header = http_v1("POST", Some("{}"), &[]);
+    bad_header["headers"] = json!({"authorization": "Bearer \u{0}\n"});
+    for event in [
+        json!({"requestContext": {"http": {"method": 7}}}),
+        bad_header,
+    ] {
+        let resp = t.invoke(event.clone()).await.expect("answered as HTTP");
+        let (status, body) = proxy(&resp);
+        assert_eq!(status, 400, "{event}");
+        assert!(
+            body["error"].as_str().unwrap().starts_with("Malformed"),
+            "{body}"
+        );
+        assert_cors(&resp, "*");
+    }
+}
+
 /// An unreachable database is a 503 whose message names the database and
 /// nothing else; it comes in seconds, not at the Lambda timeout.
 #[tokio::test]

@@ -12,4 +12,5 @@ mod migrations;
 mod observability;
 mod orchestrate;
 mod process_order;
+mod reliability;
 mod review_batch;
