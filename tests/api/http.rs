@@ -207,11 +207,6 @@ async fn direct_invocation_errors_fail_the_invocation_with_the_json_error() {
             400,
             "limit",
         ),
-        (
-            json!({"requestContext": {"http": {"method": 7}}}),
-            400,
-            "Malformed HTTP API",
-        ),
     ] {
         let inv = batch_processor::Invocation::new("req-42", None);
         let err = t.invoke_with(event.clone(), &inv).await.unwrap_err();
