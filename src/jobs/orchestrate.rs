@@ -55,34 +55,99 @@ impl OrchestrateRequest {
     }
 }
 
+/// Most results one answer lists. A Lambda answer is at most 6 MB and a run
+/// over a million batches must not hold a million results in memory; past this
+/// the answer lists the first ones (by window, then id), says
+/// `resultsTruncated`, and `processed` and `summary` still count them all.
+/// `batch_events` has every one.
+pub const MAX_LISTED_RESULTS: usize = 1000;
+
 /// The orchestrate response; review-batch answers in the same shape.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrchestrateResponse {
     pub success: bool,
-    pub processed: usize,
+    /// Batches reported (acted on, nearing target or skipped).
+    pub processed: u64,
     pub evaluated: u64,
     pub has_more: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
     pub results: Vec<BatchResult>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub results_truncated: bool,
+    pub summary: Summary,
 }
 
-impl OrchestrateResponse {
-    pub fn new(
-        mut results: Vec<BatchResult>,
+/// Counts of every reported batch, listed or not.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub confirmed: u64,
+    pub needs_review: u64,
+    pub cancelled: u64,
+    pub nearing_target: u64,
+    pub skipped: u64,
+    pub orders_cancelled: u64,
+}
+
+/// Collects results with memory bounded by [`MAX_LISTED_RESULTS`], whatever N.
+pub struct Results {
+    kept: Vec<BatchResult>,
+    summary: Summary,
+    processed: u64,
+}
+
+impl Default for Results {
+    fn default() -> Self {
+        Results {
+            kept: Vec::with_capacity(MAX_LISTED_RESULTS),
+            summary: Summary::default(),
+            processed: 0,
+        }
+    }
+}
+
+impl Results {
+    pub fn push(&mut self, r: BatchResult) {
+        self.processed += 1;
+        let s = &mut self.summary;
+        match r.action {
+            "confirmed" => s.confirmed += 1,
+            "needs_review" => s.needs_review += 1,
+            "cancelled" => s.cancelled += 1,
+            "nearing_target" => s.nearing_target += 1,
+            "skipped" => s.skipped += 1,
+            _ => {}
+        }
+        s.orders_cancelled += r.orders_cancelled.unwrap_or(0).max(0) as u64;
+        self.kept.push(r);
+        if self.kept.len() >= 2 * MAX_LISTED_RESULTS {
+            self.keep_first();
+        }
+    }
+
+    fn keep_first(&mut self) {
+        self.kept.sort_by_key(|r| r.order_key);
+        self.kept.truncate(MAX_LISTED_RESULTS);
+    }
+
+    pub fn into_response(
+        mut self,
         evaluated: u64,
         has_more: bool,
         dry_run: bool,
-    ) -> Self {
-        results.sort_by_key(|r| r.order_key);
+    ) -> OrchestrateResponse {
+        self.keep_first();
         OrchestrateResponse {
             success: true,
-            processed: results.len(),
+            processed: self.processed,
             evaluated,
             has_more,
             dry_run,
-            results,
+            results_truncated: self.processed > self.kept.len() as u64,
+            results: self.kept,
+            summary: self.summary,
         }
     }
 }
@@ -139,7 +204,7 @@ pub async fn run(
     let lookahead_hours = ctx.settings.orchestrate_lookahead_hours;
     let mut budget = req.limit.unwrap_or(i64::MAX);
     let mut client = ctx.db.get().await?;
-    let mut results = Vec::new();
+    let mut results = Results::default();
     let mut evaluated: u64 = 0;
 
     // Pass 1: batches that may need a write, locked, a chunk per transaction.
@@ -202,7 +267,9 @@ pub async fn run(
                     has_more = true;
                     continue;
                 }
-                results.extend(BatchResult::of(row.id, row.window_closes_at, &action));
+                if let Some(r) = BatchResult::of(row.id, row.window_closes_at, &action) {
+                    results.push(r);
+                }
             }
             evaluated += taken;
             budget -= taken as i64;
@@ -213,12 +280,7 @@ pub async fn run(
         }
     }
 
-    Ok(OrchestrateResponse::new(
-        results,
-        evaluated,
-        has_more,
-        req.dry_run,
-    ))
+    Ok(results.into_response(evaluated, has_more, req.dry_run))
 }
 
 /// The moves of one chunk, grouped by action.
@@ -268,7 +330,7 @@ impl Plan {
         supplier_orders: &HashMap<Uuid, Uuid>,
         cancelled: &HashMap<Uuid, i64>,
         dry_run: bool,
-        out: &mut Vec<BatchResult>,
+        out: &mut Results,
     ) -> Result<(), ApiError> {
         for mut r in self.reports {
             match r.action {
@@ -294,7 +356,7 @@ async fn act_chunk(
     db: &crate::store::Db,
     client: &mut deadpool_postgres::Object,
     query: &ScanQuery,
-    out: &mut Vec<BatchResult>,
+    out: &mut Results,
     nearing_now: &mut HashSet<Uuid>,
 ) -> Result<(usize, Option<Cursor>), ApiError> {
     let tx = db.begin(client).await?;
@@ -334,7 +396,7 @@ async fn act_chunk(
 async fn preview_chunk(
     client: &tokio_postgres::Client,
     query: &ScanQuery,
-    out: &mut Vec<BatchResult>,
+    out: &mut Results,
 ) -> Result<(usize, Option<Cursor>), ApiError> {
     let rows = batches::candidates(client, query).await?;
     let plan = Plan::of(&rows);

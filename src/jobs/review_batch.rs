@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 use super::input::Data;
-use super::orchestrate::{BatchResult, OrchestrateResponse};
+use super::orchestrate::{BatchResult, OrchestrateResponse, Results};
 use super::JobContext;
 use crate::domain::{Action, Fill};
 use crate::error::ApiError;
@@ -92,5 +92,7 @@ pub async fn run(
     }
     tx.commit().await.map_err(StoreError::from)?;
     tracing::info!(batchId = %req.batch_id, decision = ?req.decision, note = req.note.as_deref().unwrap_or(""), "batch reviewed");
-    Ok(OrchestrateResponse::new(vec![result], 1, false, false))
+    let mut results = Results::default();
+    results.push(result);
+    Ok(results.into_response(1, false, false))
 }

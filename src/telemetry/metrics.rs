@@ -37,6 +37,17 @@ impl JobCounts {
         if body.get("dryRun") == Some(&Value::Bool(true)) {
             return c;
         }
+        // Every reported batch is counted in `summary`, even when `results` is cut short.
+        if let Some(s) = body.get("summary") {
+            let n = |k: &str| s.get(k).and_then(Value::as_u64).unwrap_or(0);
+            c.confirmed = n("confirmed");
+            c.needs_review = n("needsReview");
+            c.cancelled = n("cancelled");
+            c.nearing_target = n("nearingTarget");
+            c.skipped = n("skipped");
+            c.orders_cancelled = n("ordersCancelled");
+            return c;
+        }
         for r in body
             .get("results")
             .and_then(Value::as_array)
@@ -182,6 +193,14 @@ mod tests {
                 c.needs_review
             ),
             (1, 2, 5, 1, 1, 1)
+        );
+        let summarised = json!({"results": [{"action": "confirmed"}],
+                                "summary": {"confirmed": 1500, "cancelled": 7, "ordersCancelled": 9}});
+        let c = JobCounts::of_response("orchestrate", &summarised);
+        assert_eq!(
+            (c.confirmed, c.cancelled, c.orders_cancelled),
+            (1500, 7, 9),
+            "summary wins over the cut list"
         );
         let dry = json!({"dryRun": true, "results": [{"action": "confirmed"}]});
         assert_eq!(

@@ -487,11 +487,15 @@ async fn parallel_orchestrators_act_on_each_batch_exactly_once() {
             acted.push(r["batchId"].as_str().unwrap().to_owned());
         }
     }
-    let total = acted.len();
+    let listed = acted.len();
     acted.sort();
     acted.dedup();
-    assert_eq!(acted.len(), total, "no batch reported by both runs");
-    assert_eq!(total, 3000);
+    assert_eq!(acted.len(), listed, "no batch listed by both runs");
+    let processed = a["processed"].as_u64().unwrap() + b["processed"].as_u64().unwrap();
+    assert_eq!(
+        processed, 3000,
+        "together they acted on every batch, each once"
+    );
     assert!(
         a["processed"].as_u64().unwrap() > 0 && b["processed"].as_u64().unwrap() > 0,
         "both runs took part: {} / {}",
@@ -528,4 +532,58 @@ async fn parallel_orchestrators_act_on_each_batch_exactly_once() {
     // A third run afterwards finds nothing to do.
     let after = t.orchestrate(json!({})).await;
     assert_eq!(after["evaluated"], 0);
+}
+
+/// A run over more batches than an answer lists: the first ones by window are
+/// listed, all are counted, and the answer says it was cut.
+#[tokio::test]
+async fn large_runs_list_the_first_results_and_count_them_all() {
+    let t = TestApp::spawn().await;
+    t.db
+        .batch_execute(
+            "INSERT INTO suppliers (id, company_name) VALUES ('00000000-0000-4000-8000-00000000bbbb', 'Bulk');
+             INSERT INTO production_batches
+                 (product_category, product_variant_base, target_quantity, current_quantity,
+                  supplier_id, unit_price_base, window_closes_at)
+             SELECT 'bulk', 'v', 200, CASE WHEN g % 2 = 0 THEN 10 ELSE 190 END,
+                    '00000000-0000-4000-8000-00000000bbbb', 9.50, now() - make_interval(secs => g)
+               FROM generate_series(1, 1500) g;",
+        )
+        .await
+        .unwrap();
+    let first_listed: Vec<String> =
+        t.db.query(
+            "SELECT id::text FROM production_batches ORDER BY window_closes_at, id LIMIT 1000",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    let resp = t.orchestrate(json!({})).await;
+    assert_eq!(resp["processed"], 1500);
+    assert_eq!(resp["evaluated"], 1500);
+    assert_eq!(resp["resultsTruncated"], true);
+    assert_eq!(resp["summary"]["cancelled"], 750);
+    assert_eq!(resp["summary"]["confirmed"], 750);
+    let listed: Vec<String> = resp["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["batchId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, first_listed, "the first 1000 by window, then id");
+    assert_eq!(
+        t.count("SELECT count(*) FROM production_batches WHERE batch_status = 'filling'")
+            .await,
+        0,
+        "listing is cut, the work is not"
+    );
+
+    // A run that fits lists everything and says nothing about truncation.
+    let small = t.orchestrate(json!({})).await;
+    assert!(small.get("resultsTruncated").is_none());
+    assert_eq!(small["summary"]["cancelled"], 0);
 }
