@@ -212,8 +212,12 @@ pub async fn run(req: ProcessOrderRequest, ctx: &JobContext<'_>) -> Result<Value
     let tx = ctx.db.begin(&mut client).await?;
 
     if let Some(key) = &req.idempotency_key {
-        orders::lock_idempotency_key(&*tx, key).await?;
-        if let Some(earlier) = orders::find_by_idempotency_key(&*tx, key).await? {
+        // Pipelined: the lookup runs once the lock is held, in one round trip.
+        let ((), earlier) = tokio::try_join!(
+            orders::lock_idempotency_key(&*tx, key),
+            orders::find_by_idempotency_key(&*tx, key)
+        )?;
+        if let Some(earlier) = earlier {
             // Nothing is written on either path; dropping `tx` rolls back.
             return match earlier.recorded {
                 Some((request, mut response)) if request == req.fingerprint() => {
@@ -309,24 +313,24 @@ async fn place(
     ctx: &JobContext<'_>,
 ) -> Result<Placement, ApiError> {
     let quantity = i64::from(req.quantity);
-    // Orders of one category take turns; see the module docs for why.
-    orders::lock_category(&**tx, &req.product_category).await?;
-    let found =
-        orders::lock_fullest_batch(&**tx, &req.product_category, quantity, &req.variant).await?;
-    if let Some(batch_id) = found {
-        let f = orders::batch_facts(&**tx, batch_id, &req.variant).await?;
-        // The row is locked and was re-checked by Postgres; this only guards
-        // against a future change to the query above.
-        let fits = f.is_filling_and_open
-            && f.current_quantity + quantity <= f.target_quantity
+    // Orders of one category take turns (see the module docs). Pipelined: the
+    // search runs once the lock is held, in one round trip with it.
+    let ((), found) = tokio::try_join!(
+        orders::lock_category(&**tx, &req.product_category),
+        orders::lock_fullest_batch(&**tx, &req.product_category, quantity, &req.variant)
+    )?;
+    if let Some(f) = found {
+        // Postgres checked these on the locked row; this guards the query's future.
+        let fits = f.current_quantity + quantity <= f.target_quantity
             && (f.has_variant || f.style_count < f.max_styles);
         if !fits {
             return Err(ApiError::Internal(format!(
-                "locked batch {batch_id} does not fit the order"
+                "locked batch {} does not fit the order",
+                f.id
             )));
         }
         return Ok(Placement {
-            batch_id,
+            batch_id: f.id,
             is_new: false,
             current_quantity: f.current_quantity,
             target_quantity: f.target_quantity,

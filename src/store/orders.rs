@@ -72,21 +72,43 @@ pub async fn find_by_idempotency_key(
     }))
 }
 
+/// What pricing needs of a batch, read from its locked row.
+#[derive(Debug, Clone)]
+pub struct BatchFacts {
+    pub id: Uuid,
+    pub current_quantity: i64,
+    pub target_quantity: i64,
+    pub style_count: i64,
+    pub max_styles: i64,
+    pub unit_price_base: Decimal,
+    pub premium_percent: Option<Decimal>,
+    pub has_variant: bool,
+}
+
 /// Locks the fullest `filling` batch of `category` whose window is open and
-/// that has room for `quantity` and for the style (SPEC §6 step 2).
+/// that has room for `quantity` and for the style (SPEC §6 step 2), and reads
+/// what pricing needs of it.
 ///
-/// `FOR UPDATE` waits for a batch another order holds; when that order commits,
-/// Postgres re-checks the row against these conditions and moves on to the
-/// next batch if it no longer fits.
+/// The caller holds the category lock, taken by an earlier statement, so this
+/// statement's snapshot already sees every order committed in the category and
+/// no other order can add to these batches until commit: the style facts are
+/// exact. `FOR UPDATE` still waits for an orchestrate holding the row; when it
+/// commits, Postgres re-checks the row and moves on if it left `filling`.
 pub async fn lock_fullest_batch(
     client: &impl GenericClient,
     category: &str,
     quantity: i64,
     variant: &str,
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Option<BatchFacts>, StoreError> {
     let row = client
         .query_typed_opt(
-            "SELECT b.id FROM production_batches b
+            "SELECT b.id, COALESCE(b.current_quantity, 0)::int8, b.target_quantity::int8,
+                    COALESCE(b.current_style_count, 0)::int8, COALESCE(b.max_styles, 4)::int8,
+                    b.unit_price_base, t.complexity_premium_percent,
+                    EXISTS (SELECT 1 FROM batch_contributions c
+                             WHERE c.batch_id = b.id AND c.style_details ->> 'variant' = $3)
+               FROM production_batches b
+               LEFT JOIN supplier_mou_terms t ON t.supplier_id = b.supplier_id
               WHERE b.batch_status = 'filling'
                 AND b.product_category = $1
                 AND b.window_closes_at > now()
@@ -104,55 +126,16 @@ pub async fn lock_fullest_batch(
             ],
         )
         .await?;
-    Ok(row.map(|r| r.get(0)))
-}
-
-/// What pricing needs of a batch. Read after the batch row is locked, so no
-/// other order can change it (every order locks the batch before writing).
-#[derive(Debug, Clone)]
-pub struct BatchFacts {
-    pub current_quantity: i64,
-    pub target_quantity: i64,
-    pub style_count: i64,
-    pub max_styles: i64,
-    pub unit_price_base: Decimal,
-    pub premium_percent: Option<Decimal>,
-    pub has_variant: bool,
-    pub window_closes_at: DateTime<Utc>,
-    pub is_filling_and_open: bool,
-}
-
-pub async fn batch_facts(
-    client: &impl GenericClient,
-    batch_id: Uuid,
-    variant: &str,
-) -> Result<BatchFacts, StoreError> {
-    let r = client
-        .query_typed_one(
-            "SELECT COALESCE(b.current_quantity, 0)::int8, b.target_quantity::int8,
-                    COALESCE(b.current_style_count, 0)::int8, COALESCE(b.max_styles, 4)::int8,
-                    b.unit_price_base, t.complexity_premium_percent,
-                    EXISTS (SELECT 1 FROM batch_contributions c
-                             WHERE c.batch_id = b.id AND c.style_details ->> 'variant' = $2),
-                    b.window_closes_at,
-                    b.batch_status = 'filling' AND b.window_closes_at > now()
-               FROM production_batches b
-               LEFT JOIN supplier_mou_terms t ON t.supplier_id = b.supplier_id
-              WHERE b.id = $1",
-            &[(&batch_id, Type::UUID), (&variant, Type::TEXT)],
-        )
-        .await?;
-    Ok(BatchFacts {
-        current_quantity: r.get(0),
-        target_quantity: r.get(1),
-        style_count: r.get(2),
-        max_styles: r.get(3),
-        unit_price_base: r.get(4),
-        premium_percent: r.get(5),
-        has_variant: r.get(6),
-        window_closes_at: r.get(7),
-        is_filling_and_open: r.get(8),
-    })
+    Ok(row.map(|r| BatchFacts {
+        id: r.get(0),
+        current_quantity: r.get(1),
+        target_quantity: r.get(2),
+        style_count: r.get(3),
+        max_styles: r.get(4),
+        unit_price_base: r.get(5),
+        premium_percent: r.get(6),
+        has_variant: r.get(7),
+    }))
 }
 
 /// The terms a new batch is made from.
