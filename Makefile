@@ -13,7 +13,9 @@ TOOLS_STAMP := $(VENV)/.tools-v2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export LAMBDA_PORT
 
-.PHONY: help demo test e2e lint fmt migrate run watch invoke build build-native tools ci
+BENCH_ARGS ?=
+
+.PHONY: help demo test e2e lint fmt migrate run watch invoke build build-native bench tools ci
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,7 +24,7 @@ demo: tools ## fresh demo database, seed, orchestrate and process-order through 
 	python3 scripts/local_lambda.py demo
 
 test: tools ## the whole suite: cargo tests (real Postgres, Secrets Manager, PgBouncer), then the end-to-end test
-	DATABASE_URL="$$(scripts/pg.sh)" scripts/with-moto.sh $(CARGO) test --all-targets --no-fail-fast
+	DATABASE_URL="$$(scripts/pg.sh)" scripts/with-moto.sh $(CARGO) test --lib --bins --tests --no-fail-fast
 	$(MAKE) --no-print-directory e2e
 
 e2e: tools ## every file in events/ through cargo lambda watch + invoke, and HTTP through the function URL
@@ -54,6 +56,9 @@ build: tools ## the deployable arm64 bootstrap (cross-compiles: needs zig, see R
 
 build-native: tools ## the release bootstrap for this machine's architecture (no zig, no downloads)
 	$(CARGO) lambda build --release --compiler cargo
+
+bench: ## the scale benchmark (BENCHMARKS.md); BENCH_ARGS="--batches 1000000 --skip-original"
+	DATABASE_URL="$$(scripts/pg.sh)" $(CARGO) bench --bench scale -- --report target/bench-report.md $(BENCH_ARGS)
 
 tools: $(TOOLS_STAMP) ## install the tools into .venv (and pgbouncer, when root)
 	@scripts/install-pgbouncer.sh

@@ -31,10 +31,12 @@ impl Fill {
         i128::from(self.current) * 100 >= i128::from(pct) * i128::from(self.target)
     }
 
-    /// The fill in percent, rounded half away from zero to 2 decimals, for reports only.
+    /// The fill in percent, rounded half away from zero to 2 decimals, for
+    /// reports only; trailing zeros dropped (`78.5`, `45`), as it is written.
     pub fn percentage(&self) -> Decimal {
         (Decimal::from(self.current) * Decimal::ONE_HUNDRED / Decimal::from(self.target))
             .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+            .normalize()
     }
 
     pub fn current(&self) -> i64 {

@@ -266,35 +266,44 @@ pub async fn run(req: ProcessOrderRequest, ctx: &JobContext<'_>) -> Result<Value
         .map_err(|e| ApiError::Internal(format!("serialize response: {e}")))?;
     let fingerprint = req.fingerprint();
     let qty = Decimal::from(quantity);
-    orders::place_order(
-        &*tx,
-        &NewOrder {
-            order_id,
-            order_number: &order_number,
-            buyer_id: req.buyer_id,
-            category: &req.product_category,
-            quantity: req.quantity,
-            buyer_total: q.buyer_price * qty,
-            supplier_total: q.factory_price * qty,
-            batch_id: placement.batch_id,
-            style_details: &req.style_details,
-            variant: &req.variant,
-            buyer_price_per_unit: q.buyer_price,
-            contribution_margin: q.total_margin,
-            idempotency: req
-                .idempotency_key
-                .as_deref()
-                .map(|k| (k, &fingerprint, &response)),
-        },
-    )
-    .await
-    .map_err(|e| match &e {
+    let order = NewOrder {
+        order_id,
+        order_number: &order_number,
+        buyer_id: req.buyer_id,
+        category: &req.product_category,
+        quantity: req.quantity,
+        buyer_total: q.buyer_price * qty,
+        supplier_total: q.factory_price * qty,
+        batch_id: placement.batch_id,
+        style_details: &req.style_details,
+        variant: &req.variant,
+        buyer_price_per_unit: q.buyer_price,
+        contribution_margin: q.total_margin,
+        idempotency: req
+            .idempotency_key
+            .as_deref()
+            .map(|k| (k, &fingerprint, &response)),
+    };
+    // The write and the COMMIT go out together: the server runs one after the
+    // other without waiting for us, so the category and batch locks are held
+    // for one client round trip less — what limits a hot category. If the
+    // write fails, Postgres answers that COMMIT with a rollback.
+    let (placed, committed) = tokio::join!(
+        orders::place_order(&*tx, &order),
+        tx.batch_execute("COMMIT")
+    );
+    if committed.is_ok() {
+        // The transaction has ended on the server (committed, or rolled back
+        // after a failed write); dropping `tx` would send a stray ROLLBACK.
+        std::mem::forget(tx);
+    }
+    placed.map_err(|e| match &e {
         StoreError::Db(db) if db.code().map(|c| c.code()) == Some("23503") => {
             ApiError::Unprocessable("buyerId does not name a known buyer".into())
         }
         _ => e.into(),
     })?;
-    tx.commit().await.map_err(StoreError::from)?;
+    committed.map_err(StoreError::from)?;
     tracing::info!(
         orderId = %order_id,
         batchId = %placement.batch_id,

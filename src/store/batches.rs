@@ -330,15 +330,17 @@ pub async fn cancel(
                     'Batch ' || t.batch_id || ' cancelled at ' || t.fill || '% filled'
                     || COALESCE(': ' || t.note, '')
                FROM targets t
+         ), counts AS (
+             SELECT m.id, count(t.id) AS cancelled
+               FROM moved m LEFT JOIN targets t ON t.batch_id = m.id
+              GROUP BY m.id
          ), events AS (
              -- One INSERT so that ids follow the order written here: each batch's
              -- `batch.cancelled` before the order events it caused.
              INSERT INTO batch_events (batch_id, order_id, event_type, payload)
              SELECT m.id, NULL::uuid, 'batch.cancelled', jsonb_strip_nulls(jsonb_build_object(
-                        'fillPercentage', m.fill,
-                        'ordersCancelled', (SELECT count(*) FROM targets t WHERE t.batch_id = m.id),
-                        'note', m.note))
-               FROM moved m
+                        'fillPercentage', m.fill, 'ordersCancelled', n.cancelled, 'note', m.note))
+               FROM moved m JOIN counts n ON n.id = m.id
              UNION ALL
              SELECT t.batch_id, t.id, 'order.cancelled', jsonb_strip_nulls(jsonb_build_object(
                         'previousWorkflowStatus', t.workflow_status, 'note', t.note))
@@ -349,7 +351,7 @@ pub async fn cancel(
                FROM targets t
               WHERE t.payment_status IN ('paid', 'partial')
          )
-         SELECT m.id, (SELECT count(*) FROM targets t WHERE t.batch_id = m.id) FROM moved m"
+         SELECT id, cancelled FROM counts"
     );
     let rows = client
         .query_typed(
