@@ -650,6 +650,8 @@ async fn run(a: &Args) -> String {
     let per = a.orders_per_instance;
     let (spread_tps, s50, s99, s_failed) = order_throughput(&spread_db, 8, per, 20).await;
     let (hot_tps, h50, h99, h_failed) = order_throughput(&hot_db, 8, per, 1).await;
+    let solo_db = copy_of(orders_db, "bp_bench_orders_solo").await;
+    let (solo_tps, o50, o99, o_failed) = order_throughput(&solo_db, 1, per * 2, 1).await;
     r.push_str(&format!(
         "## process-order, 8 concurrent instances × {per} orders\n\n"
     ));
@@ -659,11 +661,14 @@ async fn run(a: &Args) -> String {
         "| one hot category | {hot_tps:.0} | {h50:.1} ms | {h99:.1} ms | {h_failed} |\n"
     ));
     r.push_str(&format!(
+        "| (for scale: one instance alone, one category) | {solo_tps:.0} | {o50:.1} ms | {o99:.1} ms | {o_failed} |\n"
+    ));
+    r.push_str(&format!(
         "\nHot / spread throughput: {:.0} %.\n",
         hot_tps / spread_tps * 100.0
     ));
 
-    for db in [db_project, db_floor, spread_db, hot_db] {
+    for db in [db_project, db_floor, spread_db, hot_db, solo_db] {
         admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
     }
     if !a.skip_original {

@@ -144,7 +144,7 @@ impl Settings {
                 0,
                 24 * 366,
             )?,
-            orchestrate_chunk_size: number(&get, "ORCHESTRATE_CHUNK_SIZE", 500, 1, 10_000)?,
+            orchestrate_chunk_size: number(&get, "ORCHESTRATE_CHUNK_SIZE", 1000, 1, 10_000)?,
             batch_window_days: number(&get, "BATCH_WINDOW_DAYS", 7, 1, 366)?,
             deadline_margin: Duration::from_millis(number(
                 &get,

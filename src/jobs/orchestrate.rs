@@ -226,7 +226,7 @@ pub async fn run(
             lock: !req.dry_run,
         };
         let (taken, last) = if req.dry_run {
-            preview_chunk(&client, &query, &mut results).await?
+            preview_chunk(&ctx.db.sql_client(&client), &query, &mut results).await?
         } else {
             act_chunk(ctx.db, &mut client, &query, &mut results, &mut nearing_now).await?
         };
@@ -237,8 +237,8 @@ pub async fn run(
             break;
         }
     }
-    let mut has_more =
-        cut_short && batches::more_may_write(&**client, lookahead_hours, cursor).await?;
+    let mut has_more = cut_short
+        && batches::more_may_write(&ctx.db.sql_client(&client), lookahead_hours, cursor).await?;
 
     // Pass 2: the remaining candidates need no write; they are read, reported
     // where the SPEC reports them, and counted.
@@ -252,7 +252,7 @@ pub async fn run(
                 limit: chunk_size.min(budget),
                 lock: false,
             };
-            let rows = batches::candidates(&**client, &query).await?;
+            let rows = batches::candidates(&ctx.db.sql_client(&client), &query).await?;
             let mut taken = 0;
             for row in &rows {
                 if nearing_now.contains(&row.id) {
@@ -360,14 +360,15 @@ async fn act_chunk(
     nearing_now: &mut HashSet<Uuid>,
 ) -> Result<(usize, Option<Cursor>), ApiError> {
     let tx = db.begin(client).await?;
-    let rows = batches::candidates(&*tx, query).await?;
+    let sql = db.sql(&tx);
+    let rows = batches::candidates(&sql, query).await?;
     let plan = Plan::of(&rows);
     nearing_now.extend(plan.nearing.iter().map(|m| m.batch_id));
     let (supplier_orders, (), cancelled, ()) = tokio::try_join!(
-        batches::confirm(&*tx, &plan.confirm),
-        batches::hold_for_review(&*tx, &plan.review),
-        batches::cancel(&*tx, &plan.cancel, None),
-        batches::notify_nearing(&*tx, &plan.nearing),
+        batches::confirm(&sql, &plan.confirm),
+        batches::hold_for_review(&sql, &plan.review),
+        batches::cancel(&sql, &plan.cancel, None),
+        batches::notify_nearing(&sql, &plan.nearing),
     )?;
     tx.commit().await.map_err(StoreError::from)?;
     tracing::debug!(
@@ -394,7 +395,7 @@ async fn act_chunk(
 
 /// A dry run of one chunk: the same decisions, no locks, no writes.
 async fn preview_chunk(
-    client: &tokio_postgres::Client,
+    client: &crate::store::Sql<'_, '_>,
     query: &ScanQuery,
     out: &mut Results,
 ) -> Result<(usize, Option<Cursor>), ApiError> {

@@ -211,13 +211,10 @@ pub async fn run(req: ProcessOrderRequest, ctx: &JobContext<'_>) -> Result<Value
     let mut client = ctx.db.get().await?;
     let tx = ctx.db.begin(&mut client).await?;
 
+    let sql = ctx.db.sql(&tx);
     if let Some(key) = &req.idempotency_key {
-        // Pipelined: the lookup runs once the lock is held, in one round trip.
-        let ((), earlier) = tokio::try_join!(
-            orders::lock_idempotency_key(&*tx, key),
-            orders::find_by_idempotency_key(&*tx, key)
-        )?;
-        if let Some(earlier) = earlier {
+        // The key's lock, then the lookup, in one round trip.
+        if let Some(earlier) = orders::lock_key_and_find(&sql, key).await? {
             // Nothing is written on either path; dropping `tx` rolls back.
             return match earlier.recorded {
                 Some((request, mut response)) if request == req.fingerprint() => {
@@ -284,14 +281,8 @@ pub async fn run(req: ProcessOrderRequest, ctx: &JobContext<'_>) -> Result<Value
             .as_deref()
             .map(|k| (k, &fingerprint, &response)),
     };
-    // The write and the COMMIT go out together: the server runs one after the
-    // other without waiting for us, so the category and batch locks are held
-    // for one client round trip less — what limits a hot category. If the
-    // write fails, Postgres answers that COMMIT with a rollback.
-    let (placed, committed) = tokio::join!(
-        orders::place_order(&*tx, &order),
-        tx.batch_execute("COMMIT")
-    );
+    // The write goes out with the COMMIT (see `place_order_and_commit`).
+    let (placed, committed) = orders::place_order_and_commit(&sql, &order).await;
     if committed.is_ok() {
         // The transaction has ended on the server (committed, or rolled back
         // after a failed write); dropping `tx` would send a stray ROLLBACK.
@@ -303,7 +294,7 @@ pub async fn run(req: ProcessOrderRequest, ctx: &JobContext<'_>) -> Result<Value
         }
         _ => e.into(),
     })?;
-    committed.map_err(StoreError::from)?;
+    committed?;
     tracing::info!(
         orderId = %order_id,
         batchId = %placement.batch_id,
@@ -322,12 +313,12 @@ async fn place(
     ctx: &JobContext<'_>,
 ) -> Result<Placement, ApiError> {
     let quantity = i64::from(req.quantity);
-    // Orders of one category take turns (see the module docs). Pipelined: the
-    // search runs once the lock is held, in one round trip with it.
-    let ((), found) = tokio::try_join!(
-        orders::lock_category(&**tx, &req.product_category),
-        orders::lock_fullest_batch(&**tx, &req.product_category, quantity, &req.variant)
-    )?;
+    let sql = ctx.db.sql(tx);
+    // Orders of one category take turns (see the module docs): the category's
+    // lock, then the search, in one round trip.
+    let found =
+        orders::lock_category_and_find_batch(&sql, &req.product_category, quantity, &req.variant)
+            .await?;
     if let Some(f) = found {
         // Postgres checked these on the locked row; this guards the query's future.
         let fits = f.current_quantity + quantity <= f.target_quantity
@@ -349,11 +340,11 @@ async fn place(
             premium_percent: f.premium_percent,
         });
     }
-    let terms = orders::cheapest_supplier(&**tx, quantity)
+    let terms = orders::cheapest_supplier(&sql, quantity)
         .await?
         .ok_or_else(|| ApiError::Unprocessable("No suitable supplier found".into()))?;
     let (batch_id, _window) = orders::create_batch(
-        &**tx,
+        &sql,
         &req.product_category,
         &req.product_variant_base,
         &terms,

@@ -55,7 +55,8 @@ pub async fn run(
 ) -> Result<OrchestrateResponse, ApiError> {
     let mut client = ctx.db.get().await?;
     let tx = ctx.db.begin(&mut client).await?;
-    let batch = batches::lock_batch(&*tx, req.batch_id)
+    let sql = ctx.db.sql(&tx);
+    let batch = batches::lock_batch(&sql, req.batch_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Batch {} not found", req.batch_id)))?;
     if batch.status != "needs_review" {
@@ -79,14 +80,14 @@ pub async fn run(
         .ok_or_else(|| ApiError::Internal("review decision has no report".into()))?;
     match req.decision {
         Decision::Approve => {
-            let orders = batches::confirm(&*tx, &moved).await?;
+            let orders = batches::confirm(&sql, &moved).await?;
             let id = orders.get(&req.batch_id).copied();
             result.supplier_order_id = Some(id.ok_or_else(|| {
                 ApiError::Internal("approved batch has no supplier order".into())
             })?);
         }
         Decision::Reject => {
-            let counts = batches::cancel(&*tx, &moved, ctx.principal.user_id()).await?;
+            let counts = batches::cancel(&sql, &moved, ctx.principal.user_id()).await?;
             result.orders_cancelled = Some(counts.get(&req.batch_id).copied().unwrap_or(0));
         }
     }

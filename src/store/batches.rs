@@ -11,10 +11,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tokio_postgres::types::Type;
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{Sql, StoreError};
 use crate::domain::tier::{Candidate, CONFIRM_AT, NEARING_AT};
 
 /// A batch is an orchestrate candidate while filling and within the look-ahead.
@@ -84,7 +83,7 @@ pub struct ScanQuery {
 
 /// One page of candidates in keyset order.
 pub async fn candidates(
-    client: &impl GenericClient,
+    client: &Sql<'_, '_>,
     q: &ScanQuery,
 ) -> Result<Vec<CandidateRow>, StoreError> {
     let filter = match q.scan {
@@ -111,7 +110,7 @@ pub async fn candidates(
     );
     let (after_at, after_id) = split(q.after);
     let rows = client
-        .query_typed(
+        .query(
             &sql,
             &[
                 (&CONFIRM_AT, Type::INT8),
@@ -140,7 +139,7 @@ pub async fn candidates(
 
 /// Whether any candidate that may need a write lies after `after` (for `hasMore`).
 pub async fn more_may_write(
-    client: &impl GenericClient,
+    client: &Sql<'_, '_>,
     lookahead_hours: i32,
     after: Option<Cursor>,
 ) -> Result<bool, StoreError> {
@@ -150,7 +149,7 @@ pub async fn more_may_write(
     );
     let (after_at, after_id) = split(after);
     let row = client
-        .query_typed_one(
+        .query_one(
             &sql,
             &[
                 (&CONFIRM_AT, Type::INT8),
@@ -193,7 +192,7 @@ fn columns(moves: &[Move]) -> Columns {
 /// Confirms batches: status, start date, one supplier order each, `batch.confirmed`.
 /// Returns batch id → supplier order id. The caller holds the batch rows locked.
 pub async fn confirm(
-    client: &impl GenericClient,
+    client: &Sql<'_, '_>,
     moves: &[Move],
 ) -> Result<HashMap<Uuid, Uuid>, StoreError> {
     if moves.is_empty() {
@@ -201,7 +200,7 @@ pub async fn confirm(
     }
     let c = columns(moves);
     let rows = client
-        .query_typed(
+        .query(
             "WITH input AS (
                  SELECT * FROM unnest($1::uuid[], $2::numeric[], $3::text[]) AS i(batch_id, fill, note)
              ), moved AS (
@@ -214,7 +213,7 @@ pub async fn confirm(
              ), totals AS (
                  SELECT c.batch_id, sum(c.quantity * c.buyer_price_per_unit) AS buyer_total
                    FROM batch_contributions c
-                  WHERE c.batch_id IN (SELECT id FROM moved)
+                  WHERE c.batch_id = ANY($1::uuid[]) AND c.batch_id IN (SELECT id FROM moved)
                   GROUP BY c.batch_id
              ), so AS (
                  INSERT INTO supplier_orders
@@ -244,16 +243,13 @@ pub async fn confirm(
 }
 
 /// Holds batches for an admin: status `needs_review`, `batch.needs_review`.
-pub async fn hold_for_review(
-    client: &impl GenericClient,
-    moves: &[Move],
-) -> Result<(), StoreError> {
+pub async fn hold_for_review(client: &Sql<'_, '_>, moves: &[Move]) -> Result<(), StoreError> {
     if moves.is_empty() {
         return Ok(());
     }
     let c = columns(moves);
     client
-        .execute_typed(
+        .execute(
             "WITH input AS (
                  SELECT * FROM unnest($1::uuid[], $2::numeric[]) AS i(batch_id, fill)
              ), moved AS (
@@ -279,7 +275,7 @@ pub async fn hold_for_review(
 /// `batch.cancelled`, `order.cancelled`, `order.refund_requested`.
 /// Returns batch id → orders cancelled. `changed_by` is the admin, if any.
 pub async fn cancel(
-    client: &impl GenericClient,
+    client: &Sql<'_, '_>,
     moves: &[Move],
     changed_by: Option<Uuid>,
 ) -> Result<HashMap<Uuid, i64>, StoreError> {
@@ -296,13 +292,17 @@ pub async fn cancel(
                FROM input i
               WHERE b.id = i.batch_id AND b.batch_status IN ('filling', 'needs_review')
           RETURNING b.id, i.fill, i.note
+         ), pairs AS MATERIALIZED (
+             -- Driven by the input ids through the (batch_id, order_id) index;
+             -- `moved` keeps only the batches the status guard let through.
+             SELECT c.order_id, c.batch_id FROM batch_contributions c
+              WHERE c.batch_id = ANY($1::uuid[]) AND c.batch_id IN (SELECT id FROM moved)
          ), locked AS (
              -- FOR UPDATE returns the newest version of each order, so the history
              -- and refund events below see the payment status as it is now.
              SELECT o.id, o.workflow_status, o.payment_status, o.buyer_price
                FROM orders o
-              WHERE o.id IN (SELECT c.order_id FROM batch_contributions c
-                              WHERE c.batch_id IN (SELECT id FROM moved))
+              WHERE o.id = ANY (ARRAY(SELECT order_id FROM pairs))
                 AND {ORDER_IS_LIVE}
                 FOR UPDATE OF o
          ), targets AS (
@@ -311,8 +311,8 @@ pub async fn cancel(
              SELECT DISTINCT ON (l.id) l.id, l.workflow_status, l.payment_status, l.buyer_price,
                     m.id AS batch_id, m.fill, m.note
                FROM locked l
-               JOIN batch_contributions c ON c.order_id = l.id
-               JOIN moved m ON m.id = c.batch_id
+               JOIN pairs p ON p.order_id = l.id
+               JOIN moved m ON m.id = p.batch_id
               ORDER BY l.id, m.id
          ), cancelled AS (
              UPDATE orders o
@@ -354,7 +354,7 @@ pub async fn cancel(
          SELECT id, cancelled FROM counts"
     );
     let rows = client
-        .query_typed(
+        .query(
             &sql,
             &[
                 (&c.ids, Type::UUID_ARRAY),
@@ -369,13 +369,13 @@ pub async fn cancel(
 
 /// Writes `batch.nearing_target` for batches that have none yet. The partial
 /// unique index makes "at most once per batch" hold even across racing runs.
-pub async fn notify_nearing(client: &impl GenericClient, moves: &[Move]) -> Result<(), StoreError> {
+pub async fn notify_nearing(client: &Sql<'_, '_>, moves: &[Move]) -> Result<(), StoreError> {
     if moves.is_empty() {
         return Ok(());
     }
     let c = columns(moves);
     client
-        .execute_typed(
+        .execute(
             "INSERT INTO batch_events (batch_id, event_type, payload)
              SELECT i.batch_id, 'batch.nearing_target', jsonb_build_object('fillPercentage', i.fill)
                FROM unnest($1::uuid[], $2::numeric[]) AS i(batch_id, fill)
@@ -388,7 +388,7 @@ pub async fn notify_nearing(client: &impl GenericClient, moves: &[Move]) -> Resu
 
 /// For a dry run: how many live orders each batch's cancellation would cancel.
 pub async fn live_order_counts(
-    client: &impl GenericClient,
+    client: &Sql<'_, '_>,
     batch_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, i64>, StoreError> {
     if batch_ids.is_empty() {
@@ -401,7 +401,7 @@ pub async fn live_order_counts(
           GROUP BY c.batch_id"
     );
     let rows = client
-        .query_typed(&sql, &[(&batch_ids, Type::UUID_ARRAY)])
+        .query(&sql, &[(&batch_ids, Type::UUID_ARRAY)])
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
@@ -415,11 +415,11 @@ pub struct LockedBatch {
 }
 
 pub async fn lock_batch(
-    client: &impl GenericClient,
+    client: &Sql<'_, '_>,
     batch_id: Uuid,
 ) -> Result<Option<LockedBatch>, StoreError> {
     let row = client
-        .query_typed_opt(
+        .query_opt(
             "SELECT COALESCE(batch_status, 'filling'), COALESCE(current_quantity, 0)::int8,
                     target_quantity::int8
                FROM production_batches WHERE id = $1 FOR UPDATE",

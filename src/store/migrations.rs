@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_adopt_original"),
     migration!(3, "0003_batch_events"),
     migration!(4, "0004_order_idempotency"),
+    migration!(5, "0005_category_index"),
 ];
 
 /// The key of the advisory lock: "batchpro" in ASCII, so it is recognisable in `pg_locks`.

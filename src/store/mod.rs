@@ -9,9 +9,11 @@ pub mod batches;
 pub mod migrations;
 pub mod orders;
 pub mod pool;
+pub mod sql;
 pub mod tls;
 
 pub use pool::Db;
+pub use sql::Sql;
 
 use crate::error::ApiError;
 
@@ -22,6 +24,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database error: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
+    /// A statement answered with a shape the code does not expect (a bug).
+    #[error("database answer: {0}")]
+    Unexpected(&'static str),
 }
 
 /// tokio-postgres prints only "db error"; the logs need the server's message
@@ -43,6 +48,7 @@ impl StoreError {
         match self {
             StoreError::Unavailable(_) => true,
             StoreError::Db(e) => is_outage(e),
+            StoreError::Unexpected(_) => false,
         }
     }
 }
@@ -86,7 +92,7 @@ impl From<StoreError> for ApiError {
                 };
                 ApiError::Unavailable(format!("Database unavailable: {reason}"))
             }
-            StoreError::Db(_) => ApiError::Internal(e.to_string()),
+            StoreError::Db(_) | StoreError::Unexpected(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

@@ -7,40 +7,47 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use tokio_postgres::types::Type;
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{Sql, StoreError};
 
 /// Advisory-lock namespaces (the two-key form), so locks of different kinds never meet.
 const LOCK_IDEMPOTENCY_KEY: i32 = 0x6270_0001;
 const LOCK_CATEGORY: i32 = 0x6270_0002;
+const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
 
-async fn xact_lock(
-    client: &impl GenericClient,
-    namespace: i32,
-    text: &str,
-) -> Result<(), StoreError> {
-    client
-        .execute_typed(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-            &[(&namespace, Type::INT4), (&text, Type::TEXT)],
+/// Takes the idempotency key's lock (requests with one key take turns until
+/// commit) and then, in the same round trip, looks the key up.
+pub async fn lock_key_and_find(
+    client: &Sql<'_, '_>,
+    key: &str,
+) -> Result<Option<Earlier>, StoreError> {
+    let (_, rows) = client
+        .pipeline(
+            (
+                LOCK_SQL,
+                &[(&LOCK_IDEMPOTENCY_KEY, Type::INT4), (&key, Type::TEXT)],
+            ),
+            (
+                "SELECT i.request, i.response
+                   FROM orders o LEFT JOIN order_idempotency i ON i.order_id = o.id
+                  WHERE o.idempotency_key = $1",
+                &[(&key, Type::TEXT)],
+            ),
         )
         .await?;
-    Ok(())
-}
-
-/// Serializes requests that carry the same idempotency key, until commit.
-pub async fn lock_idempotency_key(
-    client: &impl GenericClient,
-    key: &str,
-) -> Result<(), StoreError> {
-    xact_lock(client, LOCK_IDEMPOTENCY_KEY, key).await
-}
-
-/// Serializes the orders of one category (see `jobs::process_order`).
-pub async fn lock_category(client: &impl GenericClient, category: &str) -> Result<(), StoreError> {
-    xact_lock(client, LOCK_CATEGORY, category).await
+    if rows.len() > 1 {
+        return Err(StoreError::Unexpected(
+            "two orders with one idempotency key",
+        ));
+    }
+    Ok(rows.first().map(|r| {
+        let request: Option<Value> = r.get(0);
+        let response: Option<Value> = r.get(1);
+        Earlier {
+            recorded: request.zip(response),
+        }
+    }))
 }
 
 /// An earlier order placed under an idempotency key.
@@ -49,27 +56,6 @@ pub struct Earlier {
     /// The request and response recorded with it; `None` when the order was
     /// keyed by something other than this function.
     pub recorded: Option<(Value, Value)>,
-}
-
-pub async fn find_by_idempotency_key(
-    client: &impl GenericClient,
-    key: &str,
-) -> Result<Option<Earlier>, StoreError> {
-    let row = client
-        .query_typed_opt(
-            "SELECT i.request, i.response
-               FROM orders o LEFT JOIN order_idempotency i ON i.order_id = o.id
-              WHERE o.idempotency_key = $1",
-            &[(&key, Type::TEXT)],
-        )
-        .await?;
-    Ok(row.map(|r| {
-        let request: Option<Value> = r.get(0);
-        let response: Option<Value> = r.get(1);
-        Earlier {
-            recorded: request.zip(response),
-        }
-    }))
 }
 
 /// What pricing needs of a batch, read from its locked row.
@@ -89,44 +75,51 @@ pub struct BatchFacts {
 /// that has room for `quantity` and for the style (SPEC §6 step 2), and reads
 /// what pricing needs of it.
 ///
-/// The caller holds the category lock, taken by an earlier statement, so this
-/// statement's snapshot already sees every order committed in the category and
-/// no other order can add to these batches until commit: the style facts are
-/// exact. `FOR UPDATE` still waits for an orchestrate holding the row; when it
-/// commits, Postgres re-checks the row and moves on if it left `filling`.
-pub async fn lock_fullest_batch(
-    client: &impl GenericClient,
+/// First it takes the category's lock (orders of one category take turns, see
+/// `jobs::process_order`); the search is pipelined behind it, so its snapshot
+/// sees every order committed in the category and no other order can add to
+/// these batches until commit: the style facts are exact. `FOR UPDATE` still
+/// waits for an orchestrate holding the row; when it commits, Postgres
+/// re-checks the row and moves on if it left `filling`.
+pub async fn lock_category_and_find_batch(
+    client: &Sql<'_, '_>,
     category: &str,
     quantity: i64,
     variant: &str,
 ) -> Result<Option<BatchFacts>, StoreError> {
-    let row = client
-        .query_typed_opt(
-            "SELECT b.id, COALESCE(b.current_quantity, 0)::int8, b.target_quantity::int8,
-                    COALESCE(b.current_style_count, 0)::int8, COALESCE(b.max_styles, 4)::int8,
-                    b.unit_price_base, t.complexity_premium_percent,
-                    EXISTS (SELECT 1 FROM batch_contributions c
-                             WHERE c.batch_id = b.id AND c.style_details ->> 'variant' = $3)
-               FROM production_batches b
-               LEFT JOIN supplier_mou_terms t ON t.supplier_id = b.supplier_id
-              WHERE b.batch_status = 'filling'
-                AND b.product_category = $1
-                AND b.window_closes_at > now()
-                AND COALESCE(b.current_quantity, 0)::int8 + $2 <= b.target_quantity
-                AND (COALESCE(b.current_style_count, 0) < COALESCE(b.max_styles, 4)
-                     OR EXISTS (SELECT 1 FROM batch_contributions c
-                                 WHERE c.batch_id = b.id AND c.style_details ->> 'variant' = $3))
-              ORDER BY COALESCE(b.current_quantity, 0) DESC, b.window_closes_at, b.id
-              LIMIT 1
-              FOR UPDATE OF b",
-            &[
-                (&category, Type::TEXT),
-                (&quantity, Type::INT8),
-                (&variant, Type::TEXT),
-            ],
+    // `has_variant` is a LATERAL subquery: evaluated per candidate batch
+    // through the (batch_id, variant) index, never as a hashed scan of every
+    // contribution with that variant.
+    let (_, rows) = client
+        .pipeline(
+            (LOCK_SQL, &[(&LOCK_CATEGORY, Type::INT4), (&category, Type::TEXT)]),
+            (
+                "SELECT b.id, COALESCE(b.current_quantity, 0)::int8, b.target_quantity::int8,
+                        COALESCE(b.current_style_count, 0)::int8, COALESCE(b.max_styles, 4)::int8,
+                        b.unit_price_base, t.complexity_premium_percent, v.has_variant
+                   FROM production_batches b
+                   LEFT JOIN supplier_mou_terms t ON t.supplier_id = b.supplier_id
+                  CROSS JOIN LATERAL (
+                        SELECT EXISTS (SELECT 1 FROM batch_contributions c
+                                        WHERE c.batch_id = b.id AND c.style_details ->> 'variant' = $3)
+                               AS has_variant) v
+                  WHERE b.batch_status = 'filling'
+                    AND b.product_category = $1
+                    AND b.window_closes_at > now()
+                    AND COALESCE(b.current_quantity, 0)::int8 + $2 <= b.target_quantity
+                    AND (COALESCE(b.current_style_count, 0) < COALESCE(b.max_styles, 4) OR v.has_variant)
+                  ORDER BY COALESCE(b.current_quantity, 0) DESC, b.window_closes_at, b.id
+                  LIMIT 1
+                  FOR UPDATE OF b",
+                &[
+                    (&category, Type::TEXT),
+                    (&quantity, Type::INT8),
+                    (&variant, Type::TEXT),
+                ],
+            ),
         )
         .await?;
-    Ok(row.map(|r| BatchFacts {
+    Ok(rows.first().map(|r| BatchFacts {
         id: r.get(0),
         current_quantity: r.get(1),
         target_quantity: r.get(2),
@@ -152,11 +145,11 @@ pub struct SupplierTerms {
 /// The cheapest active supplier that can take `quantity` in one batch
 /// (ties: lead time, then supplier id) — SPEC §6 step 3.
 pub async fn cheapest_supplier(
-    client: &impl GenericClient,
+    client: &Sql<'_, '_>,
     quantity: i64,
 ) -> Result<Option<SupplierTerms>, StoreError> {
     let row = client
-        .query_typed_opt(
+        .query_opt(
             "SELECT t.supplier_id, COALESCE(t.moq_per_batch, 200), COALESCE(t.max_styles_allowed, 4),
                     t.base_price, t.complexity_premium_percent, COALESCE(t.lead_time_days, 14)
                FROM supplier_mou_terms t
@@ -179,14 +172,14 @@ pub async fn cheapest_supplier(
 
 /// Opens a new `filling` batch from `terms`; returns its id and window.
 pub async fn create_batch(
-    client: &impl GenericClient,
+    client: &Sql<'_, '_>,
     category: &str,
     variant_base: &str,
     terms: &SupplierTerms,
     window_days: i32,
 ) -> Result<(Uuid, DateTime<Utc>), StoreError> {
     let r = client
-        .query_typed_one(
+        .query_one(
             "INSERT INTO production_batches
                  (product_category, product_variant_base, target_quantity, current_quantity,
                   current_style_count, max_styles, supplier_id, batch_status, unit_price_base,
@@ -229,13 +222,19 @@ pub struct NewOrder<'a> {
 }
 
 /// The order, its contribution, the batch's new totals and the idempotency
-/// record, in one statement.
-pub async fn place_order(client: &impl GenericClient, o: &NewOrder<'_>) -> Result<(), StoreError> {
+/// record, in one statement, sent with the `COMMIT` (see
+/// [`Sql::execute_then_commit`]): the server runs both without waiting for us,
+/// so the category and batch locks are held for one client round trip less —
+/// what limits a hot category. Returns (the write, the end of the transaction).
+pub async fn place_order_and_commit(
+    client: &Sql<'_, '_>,
+    o: &NewOrder<'_>,
+) -> (Result<(), StoreError>, Result<(), StoreError>) {
     let key = o.idempotency.map(|(k, _, _)| k);
     let request = o.idempotency.map(|(_, req, _)| req);
     let response = o.idempotency.map(|(_, _, resp)| resp);
     client
-        .execute_typed(
+        .execute_then_commit(
             "WITH new_order AS (
                  INSERT INTO orders (id, order_number, buyer_id, product_type, quantity, status,
                                      workflow_status, payment_status, buyer_price, supplier_price,
@@ -277,6 +276,5 @@ pub async fn place_order(client: &impl GenericClient, o: &NewOrder<'_>) -> Resul
                 (&response, Type::JSONB),
             ],
         )
-        .await?;
-    Ok(())
+        .await
 }

@@ -29,7 +29,7 @@ use tokio::sync::{Mutex, RwLock};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::tls::{self, SslMode};
-use super::StoreError;
+use super::{Sql, StoreError};
 use crate::configuration::{PoolerMode, Settings};
 use crate::secrets::{DbSecret, SecretError, SecretsManager};
 
@@ -114,6 +114,22 @@ impl Db {
             .await?;
         }
         Ok(tx)
+    }
+
+    /// Statements in `tx`, prepared and cached unless behind a transaction pooler.
+    pub fn sql<'a, 'b>(&self, tx: &'a Transaction<'b>) -> Sql<'a, 'b> {
+        Sql::Tx {
+            tx,
+            prepare: self.settings.pooler == PoolerMode::Session,
+        }
+    }
+
+    /// Statements on a connection outside a transaction.
+    pub fn sql_client<'a>(&self, client: &'a deadpool_postgres::ClientWrapper) -> Sql<'a, 'a> {
+        Sql::Client {
+            client,
+            prepare: self.settings.pooler == PoolerMode::Session,
+        }
     }
 
     /// The `jwtSecret` of the database secret, when there is one.
