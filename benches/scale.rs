@@ -36,7 +36,7 @@ fn args() -> Args {
     let mut a = Args {
         batches: 100_000,
         skip_original: false,
-        orders_per_instance: 250,
+        orders_per_instance: 400,
         report: None,
     };
     let mut it = std::env::args().skip(1);
@@ -127,7 +127,7 @@ async fn build_source(db: &str, n: i64) -> Duration {
          INSERT INTO production_batches
              (id, product_category, product_variant_base, target_quantity, current_quantity, current_style_count,
               supplier_id, unit_price_base, window_closes_at, created_at)
-         SELECT md5('batch' || g)::uuid, 'cat-' || (g % 20), 'base', 200, (g * 7919) % 201, 1,
+         SELECT md5('batch' || g)::uuid, 'cat-' || (g % 20), 'base', 200, ((g::int8 * 7919) % 201)::int, 1,
                 '{SUPPLIER}', 9.50,
                 CASE WHEN g % 10 = 0 THEN now() + interval '30 days'
                      WHEN g % 2 = 0 THEN now() - make_interval(secs => g % 86400)
@@ -314,8 +314,7 @@ async fn floor(db: &str) -> Duration {
                      WHEN b.window_closes_at <= now() AND b.current_quantity * 100 >= b.target_quantity * 50 THEN 'review'
                      WHEN b.window_closes_at <= now() THEN 'cancel'
                      WHEN b.current_quantity * 100 >= b.target_quantity * 60
-                          AND NOT EXISTS (SELECT 1 FROM batch_events e WHERE e.batch_id = b.id
-                                             AND e.event_type = 'batch.nearing_target') THEN 'nearing'
+                          AND b.nearing_target_notified_at IS NULL THEN 'nearing'
                 END AS action
            FROM production_batches b
           WHERE b.batch_status = 'filling' AND b.window_closes_at < now() + interval '24 hours'
@@ -379,6 +378,8 @@ async fn floor(db: &str) -> Duration {
                 'previousPaymentStatus', t.payment_status)
            FROM t WHERE t.payment_status IN ('paid', 'partial');
 
+         UPDATE production_batches b SET nearing_target_notified_at = now()
+           FROM d WHERE d.id = b.id AND d.action = 'nearing';
          INSERT INTO batch_events (batch_id, event_type, payload)
          SELECT d.id, 'batch.nearing_target', jsonb_build_object('fillPercentage', d.fill) FROM d WHERE d.action = 'nearing'
          ON CONFLICT (batch_id) WHERE event_type = 'batch.nearing_target' DO NOTHING;
@@ -664,7 +665,7 @@ async fn run(a: &Args) -> String {
         "| (for scale: one instance alone, one category) | {solo_tps:.0} | {o50:.1} ms | {o99:.1} ms | {o_failed} |\n"
     ));
     r.push_str(&format!(
-        "\nHot / spread throughput: {:.0} %.\n",
+        "\nHot / spread throughput: {:.1} %.\n",
         hot_tps / spread_tps * 100.0
     ));
 

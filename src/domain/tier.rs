@@ -21,7 +21,7 @@ pub struct Candidate {
     pub target_quantity: i64,
     /// `window_closes_at <= now()` on the database's clock.
     pub window_closed: bool,
-    /// A `batch.nearing_target` event exists for this batch already.
+    /// `batch.nearing_target` was already sent for this batch.
     pub nearing_notified: bool,
 }
 

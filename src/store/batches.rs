@@ -20,9 +20,15 @@ use crate::domain::tier::{Candidate, CONFIRM_AT, NEARING_AT};
 const IS_CANDIDATE: &str =
     "b.batch_status = 'filling' AND b.window_closes_at < now() + make_interval(hours => $3)";
 
-/// After the keyset cursor ($4, $5); no cursor means from the start.
-const AFTER_CURSOR: &str =
-    "($4::timestamptz IS NULL OR (b.window_closes_at, b.id) > ($4, $5::uuid))";
+/// After the keyset cursor ($4, $5), or from the start. Two texts rather than
+/// `$4 IS NULL OR …`: statements are prepared, and a generic plan cannot
+/// fold that OR away — it would scan every candidate for every chunk.
+fn after_cursor(c: Option<Cursor>) -> &'static str {
+    match c {
+        Some(_) => "(b.window_closes_at, b.id) > ($4::timestamptz, $5::uuid)",
+        None => "($4::timestamptz IS NULL AND $5::uuid IS NULL)",
+    }
+}
 
 /// Narrows candidates to those whose decision may write, so a small `limit` is
 /// spent on work rather than on batches that are only reported. The thresholds
@@ -33,8 +39,7 @@ const MAY_WRITE: &str = "(b.target_quantity > 0 AND (
         b.window_closes_at <= now()
      OR COALESCE(b.current_quantity, 0)::int8 * 100 >= b.target_quantity::int8 * $1
      OR (COALESCE(b.current_quantity, 0)::int8 * 100 >= b.target_quantity::int8 * $2
-         AND NOT EXISTS (SELECT 1 FROM batch_events e
-                          WHERE e.batch_id = b.id AND e.event_type = 'batch.nearing_target'))))";
+         AND b.nearing_target_notified_at IS NULL)))";
 
 /// An order that a cancellation still has to cancel.
 const ORDER_IS_LIVE: &str =
@@ -90,6 +95,7 @@ pub async fn candidates(
         Scan::MayWrite => MAY_WRITE.to_owned(),
         Scan::ReportOnly => format!("NOT {MAY_WRITE}"),
     };
+    let after = after_cursor(q.after);
     let lock = if q.lock {
         "FOR UPDATE OF b SKIP LOCKED"
     } else {
@@ -100,10 +106,9 @@ pub async fn candidates(
                 COALESCE(b.current_quantity, 0)::int8,
                 b.target_quantity::int8,
                 b.window_closes_at <= now(),
-                EXISTS (SELECT 1 FROM batch_events e
-                         WHERE e.batch_id = b.id AND e.event_type = 'batch.nearing_target')
+                b.nearing_target_notified_at IS NOT NULL
            FROM production_batches b
-          WHERE {IS_CANDIDATE} AND {AFTER_CURSOR} AND {filter}
+          WHERE {IS_CANDIDATE} AND {after} AND {filter}
           ORDER BY b.window_closes_at, b.id
           LIMIT $6
           {lock}"
@@ -145,7 +150,8 @@ pub async fn more_may_write(
 ) -> Result<bool, StoreError> {
     let sql = format!(
         "SELECT EXISTS (SELECT 1 FROM production_batches b
-                         WHERE {IS_CANDIDATE} AND {AFTER_CURSOR} AND {MAY_WRITE})"
+                         WHERE {IS_CANDIDATE} AND {after} AND {MAY_WRITE})",
+        after = after_cursor(after)
     );
     let (after_at, after_id) = split(after);
     let row = client
@@ -367,8 +373,9 @@ pub async fn cancel(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Writes `batch.nearing_target` for batches that have none yet. The partial
-/// unique index makes "at most once per batch" hold even across racing runs.
+/// Writes `batch.nearing_target` for batches that have none yet and marks them
+/// notified. The partial unique index makes "at most once per batch" hold even
+/// across racing runs.
 pub async fn notify_nearing(client: &Sql<'_, '_>, moves: &[Move]) -> Result<(), StoreError> {
     if moves.is_empty() {
         return Ok(());
@@ -376,9 +383,15 @@ pub async fn notify_nearing(client: &Sql<'_, '_>, moves: &[Move]) -> Result<(), 
     let c = columns(moves);
     client
         .execute(
-            "INSERT INTO batch_events (batch_id, event_type, payload)
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $2::numeric[]) AS i(batch_id, fill)
+             ), marked AS (
+                 UPDATE production_batches b SET nearing_target_notified_at = now()
+                   FROM input i WHERE b.id = i.batch_id AND b.nearing_target_notified_at IS NULL
+             )
+             INSERT INTO batch_events (batch_id, event_type, payload)
              SELECT i.batch_id, 'batch.nearing_target', jsonb_build_object('fillPercentage', i.fill)
-               FROM unnest($1::uuid[], $2::numeric[]) AS i(batch_id, fill)
+               FROM input i
              ON CONFLICT (batch_id) WHERE event_type = 'batch.nearing_target' DO NOTHING",
             &[(&c.ids, Type::UUID_ARRAY), (&c.fills, Type::NUMERIC_ARRAY)],
         )

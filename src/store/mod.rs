@@ -1,9 +1,10 @@
 //! Everything that speaks SQL. Jobs call these functions with validated values
 //! and decided actions; nothing here decides business rules.
 //!
-//! Every statement goes through `query_typed` (an unnamed statement, parameters
-//! typed by us), so the function works through a transaction-mode pooler
-//! (Supavisor, PgBouncer) where named prepared statements break.
+//! Every statement goes through [`Sql`]: prepared once per connection when
+//! talking to Postgres directly, unnamed (`query_typed`, parameters typed by
+//! us) behind a transaction-mode pooler (Supavisor, PgBouncer), where named
+//! prepared statements break.
 
 pub mod batches;
 pub mod migrations;
