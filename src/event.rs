@@ -340,9 +340,9 @@ impl App {
             principal,
             deadline: Deadline::new(inv.deadline, self.settings.deadline_margin),
         };
-        let body = job.run(&ctx).await?;
-        record.counts = JobCounts::of_response(job_type.as_str(), &body);
-        Ok(body)
+        let output = job.run(&ctx).await?;
+        record.counts = output.counts;
+        Ok(output.body)
     }
 }
 

@@ -17,6 +17,7 @@ use crate::auth::{authorize, Principal};
 use crate::configuration::Settings;
 use crate::error::ApiError;
 use crate::store::Db;
+use crate::telemetry::metrics::JobCounts;
 use input::Data;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,13 +112,44 @@ impl Job {
         })
     }
 
-    pub async fn run(self, ctx: &JobContext<'_>) -> Result<Value, ApiError> {
+    pub async fn run(self, ctx: &JobContext<'_>) -> Result<JobOutput, ApiError> {
         match self {
-            Job::Orchestrate(req) => to_value(orchestrate::run(req, ctx).await?),
-            Job::ProcessOrder(req) => process_order::run(req, ctx).await,
-            Job::ReviewBatch(req) => to_value(review_batch::run(req, ctx).await?),
-            Job::Migrate => to_value(migrate::run(ctx).await?),
+            Job::Orchestrate(req) => JobOutput::of_batches(orchestrate::run(req, ctx).await?),
+            Job::ReviewBatch(req) => JobOutput::of_batches(review_batch::run(req, ctx).await?),
+            Job::ProcessOrder(req) => {
+                let (body, placed) = process_order::run(req, ctx).await?;
+                let counts = JobCounts {
+                    orders_placed: u64::from(placed),
+                    ..JobCounts::default()
+                };
+                Ok(JobOutput { body, counts })
+            }
+            Job::Migrate => Ok(JobOutput {
+                body: to_value(migrate::run(ctx).await?)?,
+                counts: JobCounts::default(),
+            }),
         }
+    }
+}
+
+/// A job's answer, and what it did for the summary log line and the metrics.
+pub struct JobOutput {
+    pub body: Value,
+    pub counts: JobCounts,
+}
+
+impl JobOutput {
+    fn of_batches(resp: orchestrate::OrchestrateResponse) -> Result<Self, ApiError> {
+        // A dry run did nothing, whatever it reports.
+        let counts = if resp.dry_run {
+            JobCounts::default()
+        } else {
+            JobCounts::from(resp.summary)
+        };
+        Ok(JobOutput {
+            body: to_value(resp)?,
+            counts,
+        })
     }
 }
 

@@ -31,6 +31,7 @@ use crate::domain::tier::{decide, Action};
 use crate::error::ApiError;
 use crate::store::batches::{self, CandidateRow, Cursor, Move, Scan, ScanQuery};
 use crate::store::StoreError;
+use crate::telemetry::metrics::JobCounts;
 
 pub const REVIEW_MESSAGE: &str = "Batch 50-75% filled, window closed";
 pub const NEARING_MESSAGE: &str = "Batch nearing target - consider promotion";
@@ -89,6 +90,20 @@ pub struct Summary {
     pub nearing_target: u64,
     pub skipped: u64,
     pub orders_cancelled: u64,
+}
+
+impl From<Summary> for JobCounts {
+    fn from(s: Summary) -> Self {
+        JobCounts {
+            confirmed: s.confirmed,
+            needs_review: s.needs_review,
+            cancelled: s.cancelled,
+            nearing_target: s.nearing_target,
+            skipped: s.skipped,
+            orders_cancelled: s.orders_cancelled,
+            orders_placed: 0,
+        }
+    }
 }
 
 /// Collects results with memory bounded by [`MAX_LISTED_RESULTS`], whatever N.
@@ -404,4 +419,49 @@ async fn preview_chunk(
     let counts = batches::live_order_counts(client, &plan.cancel_ids()).await?;
     plan.finish(&HashMap::new(), &counts, true, out)?;
     Ok((rows.len(), rows.last().map(CandidateRow::cursor)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Fill;
+
+    fn result(n: u128, action: Action) -> BatchResult {
+        let id = Uuid::from_u128(n);
+        let at = DateTime::from_timestamp(n as i64, 0).unwrap_or(DateTime::UNIX_EPOCH);
+        let mut r = BatchResult::of(id, at, &action).expect("reported");
+        if matches!(action, Action::Cancel(_)) {
+            r.orders_cancelled = Some(2);
+        }
+        r
+    }
+
+    #[test]
+    fn results_keep_the_first_listed_and_count_all() {
+        let fill = Fill::new(10, 200).unwrap();
+        let mut results = Results::default();
+        // Pushed out of order: the answer lists the earliest windows.
+        for n in (0..2500u128).rev() {
+            let action = if n % 2 == 0 {
+                Action::Cancel(fill)
+            } else {
+                Action::Confirm(fill)
+            };
+            results.push(result(n, action));
+        }
+        let resp = results.into_response(3000, false, false);
+        assert_eq!(resp.processed, 2500);
+        assert!(resp.results_truncated);
+        assert_eq!(resp.results.len(), MAX_LISTED_RESULTS);
+        assert_eq!(resp.results[0].batch_id, Uuid::from_u128(0));
+        assert_eq!(
+            resp.results[MAX_LISTED_RESULTS - 1].batch_id,
+            Uuid::from_u128(999)
+        );
+        let counts = JobCounts::from(resp.summary);
+        assert_eq!(
+            (counts.cancelled, counts.confirmed, counts.orders_cancelled),
+            (1250, 1250, 2500)
+        );
+    }
 }

@@ -207,7 +207,11 @@ struct Placement {
     premium_percent: Option<Decimal>,
 }
 
-pub async fn run(req: ProcessOrderRequest, ctx: &JobContext<'_>) -> Result<Value, ApiError> {
+/// The answer, and whether an order was placed (a replay places none).
+pub async fn run(
+    req: ProcessOrderRequest,
+    ctx: &JobContext<'_>,
+) -> Result<(Value, bool), ApiError> {
     let mut client = ctx.db.get().await?;
     let tx = ctx.db.begin(&mut client).await?;
 
@@ -221,7 +225,7 @@ pub async fn run(req: ProcessOrderRequest, ctx: &JobContext<'_>) -> Result<Value
                     if let Value::Object(map) = &mut response {
                         map.insert("idempotentReplay".into(), Value::Bool(true));
                     }
-                    Ok(response)
+                    Ok((response, false))
                 }
                 _ => Err(ApiError::Conflict(
                     "idempotencyKey was already used with a different request".into(),
@@ -303,7 +307,7 @@ pub async fn run(req: ProcessOrderRequest, ctx: &JobContext<'_>) -> Result<Value
         isNewBatch = placement.is_new,
         "order placed"
     );
-    Ok(response)
+    Ok((response, true))
 }
 
 /// Finds and locks the batch for the order, or opens one (SPEC §6 steps 2–3).

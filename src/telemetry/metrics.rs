@@ -25,52 +25,6 @@ pub struct JobCounts {
     pub orders_placed: u64,
 }
 
-impl JobCounts {
-    /// Counts the results of an orchestrate-shaped answer and the orders a
-    /// process-order placed (a replay places none).
-    pub fn of_response(job_type: &str, body: &Value) -> Self {
-        let mut c = JobCounts::default();
-        if job_type == "process-order" {
-            c.orders_placed = u64::from(body.get("idempotentReplay") != Some(&Value::Bool(true)));
-            return c;
-        }
-        if body.get("dryRun") == Some(&Value::Bool(true)) {
-            return c;
-        }
-        // Every reported batch is counted in `summary`, even when `results` is cut short.
-        if let Some(s) = body.get("summary") {
-            let n = |k: &str| s.get(k).and_then(Value::as_u64).unwrap_or(0);
-            c.confirmed = n("confirmed");
-            c.needs_review = n("needsReview");
-            c.cancelled = n("cancelled");
-            c.nearing_target = n("nearingTarget");
-            c.skipped = n("skipped");
-            c.orders_cancelled = n("ordersCancelled");
-            return c;
-        }
-        for r in body
-            .get("results")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            match r.get("action").and_then(Value::as_str) {
-                Some("confirmed") => c.confirmed += 1,
-                Some("needs_review") => c.needs_review += 1,
-                Some("cancelled") => c.cancelled += 1,
-                Some("nearing_target") => c.nearing_target += 1,
-                Some("skipped") => c.skipped += 1,
-                _ => {}
-            }
-            c.orders_cancelled += r
-                .get("ordersCancelled")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-        }
-        c
-    }
-}
-
 /// The metric line for one job. `job_type` is `unknown` when the request had none.
 pub fn emf_line(
     job_type: &str,
@@ -174,48 +128,5 @@ mod tests {
         assert_eq!(v["OrdersCancelled"], 12);
         assert_eq!(v["DurationMs"], 42);
         assert_eq!(v["Errors"], 0);
-    }
-
-    #[test]
-    fn counts_come_from_the_answer() {
-        let body = json!({"results": [
-            {"action": "confirmed"}, {"action": "cancelled", "ordersCancelled": 3},
-            {"action": "cancelled", "ordersCancelled": 2}, {"action": "nearing_target"}, {"action": "skipped"},
-            {"action": "needs_review"}]});
-        let c = JobCounts::of_response("orchestrate", &body);
-        assert_eq!(
-            (
-                c.confirmed,
-                c.cancelled,
-                c.orders_cancelled,
-                c.nearing_target,
-                c.skipped,
-                c.needs_review
-            ),
-            (1, 2, 5, 1, 1, 1)
-        );
-        let summarised = json!({"results": [{"action": "confirmed"}],
-                                "summary": {"confirmed": 1500, "cancelled": 7, "ordersCancelled": 9}});
-        let c = JobCounts::of_response("orchestrate", &summarised);
-        assert_eq!(
-            (c.confirmed, c.cancelled, c.orders_cancelled),
-            (1500, 7, 9),
-            "summary wins over the cut list"
-        );
-        let dry = json!({"dryRun": true, "results": [{"action": "confirmed"}]});
-        assert_eq!(
-            JobCounts::of_response("orchestrate", &dry),
-            JobCounts::default(),
-            "a dry run does nothing"
-        );
-        assert_eq!(
-            JobCounts::of_response("process-order", &json!({"orderId": "x"})).orders_placed,
-            1
-        );
-        assert_eq!(
-            JobCounts::of_response("process-order", &json!({"idempotentReplay": true}))
-                .orders_placed,
-            0
-        );
     }
 }

@@ -176,3 +176,30 @@ async fn logs_are_json_with_personal_data_masked_and_one_metric_line_per_job() {
         (Some(1), Some(1))
     );
 }
+
+/// A dry run reports what it would do but did nothing: its metrics count nothing.
+#[tokio::test]
+async fn a_dry_run_counts_no_actions_in_its_metrics() {
+    let metrics = Arc::new(Mutex::new(Vec::new()));
+    let mut t = TestApp::spawn().await;
+    t.app = batch_processor::App::new(settings(&t.url, &[]))
+        .unwrap()
+        .with_metrics(MetricsSink::Buffer(metrics.clone()));
+    t.batch(20, 200, -60.0).await;
+    let dry = t.orchestrate(json!({"dryRun": true})).await;
+    assert_eq!(
+        dry["summary"]["cancelled"], 1,
+        "the answer says what it would do"
+    );
+    let real = t.orchestrate(json!({})).await;
+    assert_eq!(real["summary"]["cancelled"], 1);
+    let lines: Vec<Value> = metrics
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["Cancelled"], 0, "the dry run");
+    assert_eq!(lines[1]["Cancelled"], 1, "the real run");
+}
