@@ -28,6 +28,8 @@ const SUPPLIER: &str = "00000000-0000-4000-8000-00000000beef";
 struct Args {
     batches: i64,
     skip_original: bool,
+    /// Only the process-order part (quicker, for tuning it).
+    orders_only: bool,
     orders_per_instance: usize,
     report: Option<String>,
 }
@@ -36,6 +38,7 @@ fn args() -> Args {
     let mut a = Args {
         batches: 100_000,
         skip_original: false,
+        orders_only: false,
         orders_per_instance: 400,
         report: None,
     };
@@ -44,6 +47,7 @@ fn args() -> Args {
         match arg.as_str() {
             "--batches" => a.batches = it.next().and_then(|v| v.parse().ok()).expect("--batches N"),
             "--skip-original" => a.skip_original = true,
+            "--orders-only" => a.orders_only = true,
             "--orders" => {
                 a.orders_per_instance = it.next().and_then(|v| v.parse().ok()).expect("--orders N")
             }
@@ -542,6 +546,63 @@ async fn run(a: &Args) -> String {
         settings.join(", ")
     ));
 
+    if !a.orders_only {
+        orchestrate_section(a, &mut r).await;
+    }
+
+    // process-order: 8 instances, spread over 20 categories, then one hot category.
+    let orders_db = "bp_bench_orders";
+    admin(&format!("DROP DATABASE IF EXISTS {orders_db} WITH (FORCE)")).await;
+    admin(&format!("CREATE DATABASE {orders_db}")).await;
+    app_for(orders_db, &[])
+        .handle(
+            json!({"jobType": "migrate"}),
+            &Invocation::new("bench", None),
+        )
+        .await
+        .map_err(|e| e.message)
+        .expect("migrate");
+    connect(&url_for(orders_db))
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO suppliers (id, company_name) VALUES ('{SUPPLIER}', 'Bench Supplier');
+             INSERT INTO supplier_mou_terms (supplier_id, tier, moq_per_batch, max_styles_allowed, base_price, status)
+             VALUES ('{SUPPLIER}', 'standard', 500, 10, 9.50, 'active');"
+        ))
+        .await
+        .unwrap();
+    let spread_db = copy_of(orders_db, "bp_bench_orders_spread").await;
+    let hot_db = copy_of(orders_db, "bp_bench_orders_hot").await;
+    let per = a.orders_per_instance;
+    let (spread_tps, s50, s99, s_failed) = order_throughput(&spread_db, 8, per, 20).await;
+    let (hot_tps, h50, h99, h_failed) = order_throughput(&hot_db, 8, per, 1).await;
+    let solo_db = copy_of(orders_db, "bp_bench_orders_solo").await;
+    let (solo_tps, o50, o99, o_failed) = order_throughput(&solo_db, 1, per * 2, 1).await;
+    r.push_str(&format!(
+        "## process-order, 8 concurrent instances × {per} orders\n\n"
+    ));
+    r.push_str("| load | orders/s | p50 | p99 | failed |\n|---|---|---|---|---|\n");
+    r.push_str(&format!("| spread over 20 categories | {spread_tps:.0} | {s50:.1} ms | {s99:.1} ms | {s_failed} |\n"));
+    r.push_str(&format!(
+        "| one hot category | {hot_tps:.0} | {h50:.1} ms | {h99:.1} ms | {h_failed} |\n"
+    ));
+    r.push_str(&format!(
+        "| (for scale: one instance alone, one category) | {solo_tps:.0} | {o50:.1} ms | {o99:.1} ms | {o_failed} |\n"
+    ));
+    r.push_str(&format!(
+        "\nHot / spread throughput: {:.1} %.\n",
+        hot_tps / spread_tps * 100.0
+    ));
+
+    for db in [spread_db, hot_db, solo_db] {
+        admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+    }
+    r
+}
+
+/// orchestrate: the three contenders on copies of one database, RSS, init, size.
+async fn orchestrate_section(a: &Args, r: &mut String) {
+    let n = a.batches;
     let source = format!("bp_bench_src_{n}");
     let built = build_source(&source, n).await;
     let candidates: i64 = connect(&url_for(&source))
@@ -625,51 +686,7 @@ async fn run(a: &Args) -> String {
         size as f64 / 1_048_576.0
     ));
 
-    // process-order: 8 instances, spread over 20 categories, then one hot category.
-    let orders_db = "bp_bench_orders";
-    admin(&format!("DROP DATABASE IF EXISTS {orders_db} WITH (FORCE)")).await;
-    admin(&format!("CREATE DATABASE {orders_db}")).await;
-    app_for(orders_db, &[])
-        .handle(
-            json!({"jobType": "migrate"}),
-            &Invocation::new("bench", None),
-        )
-        .await
-        .map_err(|e| e.message)
-        .expect("migrate");
-    connect(&url_for(orders_db))
-        .await
-        .batch_execute(&format!(
-            "INSERT INTO suppliers (id, company_name) VALUES ('{SUPPLIER}', 'Bench Supplier');
-             INSERT INTO supplier_mou_terms (supplier_id, tier, moq_per_batch, max_styles_allowed, base_price, status)
-             VALUES ('{SUPPLIER}', 'standard', 500, 10, 9.50, 'active');"
-        ))
-        .await
-        .unwrap();
-    let spread_db = copy_of(orders_db, "bp_bench_orders_spread").await;
-    let hot_db = copy_of(orders_db, "bp_bench_orders_hot").await;
-    let per = a.orders_per_instance;
-    let (spread_tps, s50, s99, s_failed) = order_throughput(&spread_db, 8, per, 20).await;
-    let (hot_tps, h50, h99, h_failed) = order_throughput(&hot_db, 8, per, 1).await;
-    let solo_db = copy_of(orders_db, "bp_bench_orders_solo").await;
-    let (solo_tps, o50, o99, o_failed) = order_throughput(&solo_db, 1, per * 2, 1).await;
-    r.push_str(&format!(
-        "## process-order, 8 concurrent instances × {per} orders\n\n"
-    ));
-    r.push_str("| load | orders/s | p50 | p99 | failed |\n|---|---|---|---|---|\n");
-    r.push_str(&format!("| spread over 20 categories | {spread_tps:.0} | {s50:.1} ms | {s99:.1} ms | {s_failed} |\n"));
-    r.push_str(&format!(
-        "| one hot category | {hot_tps:.0} | {h50:.1} ms | {h99:.1} ms | {h_failed} |\n"
-    ));
-    r.push_str(&format!(
-        "| (for scale: one instance alone, one category) | {solo_tps:.0} | {o50:.1} ms | {o99:.1} ms | {o_failed} |\n"
-    ));
-    r.push_str(&format!(
-        "\nHot / spread throughput: {:.1} %.\n",
-        hot_tps / spread_tps * 100.0
-    ));
-
-    for db in [db_project, db_floor, spread_db, hot_db, solo_db] {
+    for db in [db_project, db_floor] {
         admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
     }
     if !a.skip_original {
@@ -678,5 +695,4 @@ async fn run(a: &Args) -> String {
         ))
         .await;
     }
-    r
 }
