@@ -133,79 +133,54 @@ BEGIN
 END
 $$;
 
--- 4. production_batches.batch_status CHECK must allow 'needs_review'.
---    Kept as is when exactly one CHECK references the column, it is named
---    production_batches_batch_status_check, and it lists every status;
---    otherwise every CHECK referencing batch_status (whatever its name) is
---    dropped and the canonical one added.
+-- 4. Status CHECKs widened: production_batches.batch_status must allow
+--    'needs_review', orders.payment_status 'refund_pending'. A CHECK is kept as
+--    is when it is the only one referencing its column, has the canonical name
+--    and lists every status; otherwise every CHECK referencing the column
+--    (whatever its name) is dropped and the canonical one added.
 DO $$
 DECLARE
-    rel    regclass := to_regclass(format('%I.production_batches', current_schema()));
+    spec   record;
+    rel    regclass;
     att    smallint;
-    wanted text[] := ARRAY['filling', 'needs_review', 'confirmed', 'in_production', 'completed', 'cancelled'];
     ok     boolean;
     c      record;
 BEGIN
-    SELECT a.attnum INTO att FROM pg_attribute a
-    WHERE a.attrelid = rel AND a.attname = 'batch_status' AND NOT a.attisdropped;
+    FOR spec IN
+        SELECT * FROM (VALUES
+            ('production_batches', 'batch_status', 'production_batches_batch_status_check',
+             ARRAY['filling', 'needs_review', 'confirmed', 'in_production', 'completed', 'cancelled']),
+            ('orders', 'payment_status', 'orders_payment_status_check',
+             ARRAY['pending', 'partial', 'paid', 'overdue', 'refund_pending'])
+        ) AS t(tbl, col, conname, wanted)
+    LOOP
+        rel := to_regclass(format('%I.%I', current_schema(), spec.tbl));
+        SELECT a.attnum INTO att FROM pg_attribute a
+        WHERE a.attrelid = rel AND a.attname = spec.col AND NOT a.attisdropped;
 
-    SELECT coalesce(count(*) = 1 AND bool_and(
-               k.conname = 'production_batches_batch_status_check'
-               AND k.convalidated
-               AND (SELECT bool_and(strpos(pg_get_constraintdef(k.oid), quote_literal(w)) > 0)
-                    FROM unnest(wanted) AS w)), false)
-      INTO ok
-      FROM pg_constraint k
-     WHERE k.conrelid = rel AND k.contype = 'c' AND att = ANY (k.conkey);
+        SELECT coalesce(count(*) = 1 AND bool_and(
+                   k.conname = spec.conname
+                   AND k.convalidated
+                   AND (SELECT bool_and(strpos(pg_get_constraintdef(k.oid), quote_literal(w)) > 0)
+                        FROM unnest(spec.wanted) AS w)), false)
+          INTO ok
+          FROM pg_constraint k
+         WHERE k.conrelid = rel AND k.contype = 'c' AND att = ANY (k.conkey);
 
-    IF NOT ok THEN
-        FOR c IN SELECT k.conname FROM pg_constraint k
-                 WHERE k.conrelid = rel AND k.contype = 'c' AND att = ANY (k.conkey)
-        LOOP
-            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', rel, c.conname);
-        END LOOP;
-        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT production_batches_batch_status_check '
-                       'CHECK (batch_status IN (''filling'', ''needs_review'', ''confirmed'', '
-                       '''in_production'', ''completed'', ''cancelled''))', rel);
-    END IF;
+        IF NOT ok THEN
+            FOR c IN SELECT k.conname FROM pg_constraint k
+                     WHERE k.conrelid = rel AND k.contype = 'c' AND att = ANY (k.conkey)
+            LOOP
+                EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', rel, c.conname);
+            END LOOP;
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (%I IN (%s))', rel, spec.conname,
+                           spec.col, (SELECT string_agg(quote_literal(w), ', ') FROM unnest(spec.wanted) AS w));
+        END IF;
+    END LOOP;
 END
 $$;
 
--- 5. orders.payment_status CHECK must allow 'refund_pending' (same method).
-DO $$
-DECLARE
-    rel    regclass := to_regclass(format('%I.orders', current_schema()));
-    att    smallint;
-    wanted text[] := ARRAY['pending', 'partial', 'paid', 'overdue', 'refund_pending'];
-    ok     boolean;
-    c      record;
-BEGIN
-    SELECT a.attnum INTO att FROM pg_attribute a
-    WHERE a.attrelid = rel AND a.attname = 'payment_status' AND NOT a.attisdropped;
-
-    SELECT coalesce(count(*) = 1 AND bool_and(
-               k.conname = 'orders_payment_status_check'
-               AND k.convalidated
-               AND (SELECT bool_and(strpos(pg_get_constraintdef(k.oid), quote_literal(w)) > 0)
-                    FROM unnest(wanted) AS w)), false)
-      INTO ok
-      FROM pg_constraint k
-     WHERE k.conrelid = rel AND k.contype = 'c' AND att = ANY (k.conkey);
-
-    IF NOT ok THEN
-        FOR c IN SELECT k.conname FROM pg_constraint k
-                 WHERE k.conrelid = rel AND k.contype = 'c' AND att = ANY (k.conkey)
-        LOOP
-            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', rel, c.conname);
-        END LOOP;
-        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT orders_payment_status_check '
-                       'CHECK (payment_status IN (''pending'', ''partial'', ''paid'', '
-                       '''overdue'', ''refund_pending''))', rel);
-    END IF;
-END
-$$;
-
--- 6. supplier_orders: batch_id -> production_batches (FK added only if the
+-- 5. supplier_orders: batch_id -> production_batches (FK added only if the
 --    column has none), created_by nullable (its FK, if any, is kept: NULL
 --    passes it). orders: idempotency_key.
 ALTER TABLE supplier_orders ADD COLUMN IF NOT EXISTS batch_id uuid;
@@ -233,7 +208,7 @@ BEGIN
 END
 $$;
 
--- 7. Unique keys the code's ON CONFLICT clauses and exactly-once rules rely on.
+-- 6. Unique keys the code's ON CONFLICT clauses and exactly-once rules rely on.
 --    Created only when no valid, non-partial unique index on exactly these
 --    columns exists (under any name).
 DO $$
@@ -279,7 +254,7 @@ BEGIN
 END
 $$;
 
--- 8. Indexes the jobs need (both paths; created after the type changes so the
+-- 7. Indexes the jobs need (both paths; created after the type changes so the
 --    table rewrites above do not have to rebuild them).
 --    The partial ones match only when the query spells the literal
 --    batch_status = 'filling' (not a bind parameter).

@@ -38,14 +38,6 @@ impl Fill {
             .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
             .normalize()
     }
-
-    pub fn current(&self) -> i64 {
-        self.current
-    }
-
-    pub fn target(&self) -> i64 {
-        self.target
-    }
 }
 
 #[cfg(test)]

@@ -57,10 +57,6 @@ pub struct Deadline {
 }
 
 impl Deadline {
-    pub fn none() -> Self {
-        Deadline { stop_at: None }
-    }
-
     pub fn new(deadline: Option<Instant>, margin: Duration) -> Self {
         Deadline {
             stop_at: deadline.map(|d| d.checked_sub(margin).unwrap_or(d)),

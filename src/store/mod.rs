@@ -42,18 +42,8 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-impl StoreError {
-    /// Connection-level failures and timeouts are outages (503); everything else
-    /// is a bug or a data problem (500).
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            StoreError::Unavailable(_) => true,
-            StoreError::Db(e) => is_outage(e),
-            StoreError::Unexpected(_) => false,
-        }
-    }
-}
-
+/// Connection-level failures and timeouts are outages (503); everything else
+/// is a bug or a data problem (500).
 fn is_outage(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;

@@ -85,10 +85,6 @@ impl Db {
         })
     }
 
-    pub fn pooler(&self) -> PoolerMode {
-        self.settings.pooler
-    }
-
     /// A connection, opening the pool (and reading the secret) on first use.
     pub async fn get(&self) -> Result<Object, StoreError> {
         let (pool, generation) = self.pool().await?;
