@@ -1,7 +1,7 @@
 -- 0001_schema.sql
--- Why: creates the tables of SPEC §4.1 in their final shape on an EMPTY
+-- Why: creates the tables of behaviour §4.1 in their final shape on an EMPTY
 -- database. On a database that already holds the original Supabase tables
--- (SPEC §4.2) every statement here is a no-op (IF NOT EXISTS / guarded DO
+-- (behaviour §4.2) every statement here is a no-op (IF NOT EXISTS / guarded DO
 -- blocks); 0002_adopt_original.sql then upgrades those tables in place.
 -- Runs inside the runner's transaction (after pg_advisory_xact_lock): no
 -- BEGIN/COMMIT, no CONCURRENTLY, no psql meta-commands.

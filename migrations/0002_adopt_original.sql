@@ -1,5 +1,5 @@
 -- 0002_adopt_original.sql
--- Why: a database that already holds the original Supabase tables (SPEC §4.2)
+-- Why: a database that already holds the original Supabase tables (behaviour §4.2)
 -- skipped every CREATE in 0001, so this file upgrades those tables in place to
 -- the §4.1 shape without dropping a row or a column: naive UTC timestamps ->
 -- timestamptz, widened status CHECKs (needs_review, refund_pending),
@@ -75,7 +75,7 @@ BEGIN
 END
 $$;
 
--- 3. SPEC §4.1 defaults, set only where a column has none (existing defaults,
+-- 3. behaviour §4.1 defaults, set only where a column has none (existing defaults,
 --    e.g. uuid_generate_v4(), are kept).
 DO $$
 DECLARE

@@ -1,5 +1,5 @@
 -- 0003_batch_events.sql
--- Why: batch_events did not exist in the original database (SPEC §4.1/§4.2).
+-- Why: batch_events did not exist in the original database (behaviour §4.1/§4.2).
 -- It is the outbox and audit trail downstream workers (refunds,
 -- notifications, production planning) read. Append-only and cheap: no FKs to
 -- batches/orders, no triggers. The partial unique index makes

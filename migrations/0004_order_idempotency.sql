@@ -1,5 +1,5 @@
 -- 0004_order_idempotency.sql
--- Why: process-order is idempotent (SPEC §6 step 1, Stripe semantics): the same
+-- Why: process-order is idempotent (behaviour §6 step 1, Stripe semantics): the same
 -- key with the same request answers the ORIGINAL response again; the same key
 -- with a different request is a 409. The original response (isNewBatch, the
 -- fill after the order) cannot be rebuilt from the rows later, so it is kept

@@ -1,12 +1,23 @@
-//! The state one Lambda instance builds at init and keeps: settings, the
-//! authenticator and the (lazy) connection pool.
+//! One Lambda instance: the state it builds at init and keeps (settings, the
+//! authenticator, the lazy connection pool), and the invocation itself —
+//! adapt the event, authenticate, run the job, answer in the source's shape,
+//! then one summary log line and one metric line.
 
-use crate::auth::Authenticator;
+use std::time::Instant;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::auth::{Authenticator, Credentials, Principal};
 use crate::configuration::{AuthMode, Settings};
+use crate::domain::Counts;
 use crate::error::ApiError;
+use crate::event::{self, HttpRequest, Incoming, Invocation, InvocationError, JobRequest, Source};
+use crate::jobs::{Deadline, Job, JobContext, JobType};
 use crate::store::pool::DbConfigError;
 use crate::store::Db;
-use crate::telemetry::metrics::MetricsSink;
+use crate::telemetry::metrics::{emf_line, MetricsSink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -44,7 +55,7 @@ impl App {
 
     /// The HS256 secret: `JWT_SECRET`, else the database secret's `jwtSecret`
     /// (read only when a bearer token has to be checked).
-    pub async fn jwt_secret(&self) -> Result<String, ApiError> {
+    pub async fn jwt_secret(&self) -> Result<SecretString, ApiError> {
         if let Some(secret) = &self.settings.jwt_secret {
             return Ok(secret.clone());
         }
@@ -53,5 +64,249 @@ impl App {
                 "no JWT secret: set JWT_SECRET or jwtSecret in the database secret".into(),
             )
         })
+    }
+}
+
+/// What the summary line and the metrics need to know of one invocation.
+#[derive(Default)]
+struct Record {
+    job_type: Option<JobType>,
+    counts: Counts,
+}
+
+/// How one invocation ends, before it is shaped for Lambda.
+enum Answer {
+    /// A trusted source's job answered.
+    Direct(Value),
+    /// A proxy response, whatever its status.
+    Http(u16, Value),
+    /// A trusted source's job failed: the invocation fails.
+    Failed(ApiError),
+}
+
+impl Answer {
+    fn status(&self) -> u16 {
+        match self {
+            Answer::Direct(_) => 200,
+            Answer::Http(status, _) => *status,
+            Answer::Failed(e) => e.status(),
+        }
+    }
+}
+
+impl App {
+    /// Handles one Lambda event from any source. Everything logged while it
+    /// runs carries the request id (the `invocation` span).
+    pub async fn handle(&self, event: Value, inv: &Invocation) -> Result<Value, InvocationError> {
+        let span = tracing::info_span!("invocation", requestId = %inv.request_id);
+        self.handle_in_span(event, inv).instrument(span).await
+    }
+
+    async fn handle_in_span(
+        &self,
+        event: Value,
+        inv: &Invocation,
+    ) -> Result<Value, InvocationError> {
+        let started = Instant::now();
+        let mut record = Record::default();
+        let (source, answer) = self.answer(event, inv, &mut record).await;
+        if let Answer::Failed(e) = &answer {
+            log_error(e);
+        }
+        self.summarize(source, answer.status(), &record, started, inv);
+        match answer {
+            Answer::Direct(v) | Answer::Http(_, v) => Ok(v),
+            Answer::Failed(e) => Err(InvocationError::new(&e, &inv.request_id)),
+        }
+    }
+
+    /// Recognises the source and runs what it asks for.
+    async fn answer(
+        &self,
+        event: Value,
+        inv: &Invocation,
+        record: &mut Record,
+    ) -> (Source, Answer) {
+        match event::classify(event) {
+            Err(e) => (Source::Direct, Answer::Failed(e)),
+            Ok(Incoming::Trusted(source, request)) => {
+                let answer = match self.run_trusted(request, inv, record).await {
+                    Ok(v) => Answer::Direct(v),
+                    Err(e) => Answer::Failed(e),
+                };
+                (source, answer)
+            }
+            Ok(Incoming::Http(source, req)) => {
+                let (status, response) = self.run_http(source, req, inv, record).await;
+                (source, Answer::Http(status, response))
+            }
+        }
+    }
+
+    async fn run_trusted(
+        &self,
+        request: JobRequest,
+        inv: &Invocation,
+        record: &mut Record,
+    ) -> Result<Value, ApiError> {
+        let job_type = JobType::parse(request.job_type.as_ref())?;
+        self.run_job(
+            job_type,
+            request.data.as_ref(),
+            &Principal::Trusted,
+            inv,
+            record,
+        )
+        .await
+    }
+
+    /// Always answers with a proxy response; errors become their status code.
+    async fn run_http(
+        &self,
+        source: Source,
+        req: Result<HttpRequest, ApiError>,
+        inv: &Invocation,
+        record: &mut Record,
+    ) -> (u16, Value) {
+        let origin = self.settings.cors_allow_origin.as_str();
+        if req
+            .as_ref()
+            .is_ok_and(|r| r.method == http::Method::OPTIONS)
+        {
+            return (204, event::proxy_response(source, 204, None, origin));
+        }
+        let result = match req {
+            Ok(req) => self.http_job(&req, inv, record).await,
+            Err(e) => Err(e),
+        };
+        let (status, body) = match result {
+            Ok(v) => (200, v.to_string()),
+            Err(e) => {
+                log_error(&e);
+                let body = serde_json::to_string(&e.body(&inv.request_id))
+                    .unwrap_or_else(|_| "{}".to_owned());
+                (e.status(), body)
+            }
+        };
+        (
+            status,
+            event::proxy_response(source, status, Some(body), origin),
+        )
+    }
+
+    /// POST only; the body's size is checked before the caller is
+    /// authenticated, and parsed after.
+    async fn http_job(
+        &self,
+        req: &HttpRequest,
+        inv: &Invocation,
+        record: &mut Record,
+    ) -> Result<Value, ApiError> {
+        if req.method != http::Method::POST {
+            return Err(ApiError::MethodNotAllowed(format!(
+                "Method {} not allowed; use POST",
+                req.method
+            )));
+        }
+        let body = req.body_bytes()?;
+        let principal = self.authenticate(req).await?;
+        let mut request = req.job_request(&body)?;
+        let job_type = JobType::parse(request.job_type.as_ref())?;
+        req.apply_idempotency_header(&mut request.data)?;
+        self.run_job(job_type, request.data.as_ref(), &principal, inv, record)
+            .await
+    }
+
+    /// Who the HTTP caller is: the gateway's verified claims, or a bearer token.
+    async fn authenticate(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
+        match self
+            .auth
+            .credentials(req.header("authorization"), req.claims.as_ref())?
+        {
+            Credentials::Settled(principal) => Ok(principal),
+            Credentials::Bearer(token) => {
+                let secret = self.jwt_secret().await?;
+                self.auth.verify(token, secret.expose_secret())
+            }
+        }
+    }
+
+    /// Validates, authorizes and runs the job; records what it did.
+    async fn run_job(
+        &self,
+        job_type: JobType,
+        data: Option<&Value>,
+        principal: &Principal,
+        inv: &Invocation,
+        record: &mut Record,
+    ) -> Result<Value, ApiError> {
+        record.job_type = Some(job_type);
+        // The request as it came, for operators; the log writer masks personal data.
+        tracing::info!(
+            jobType = job_type.as_str(),
+            request = %data.map(serde_json::Value::to_string).unwrap_or_default(),
+            "job request"
+        );
+        let job = Job::parse(job_type, data, principal)?;
+        let ctx = JobContext {
+            db: &self.db,
+            settings: &self.settings,
+            principal,
+            deadline: Deadline::new(inv.deadline, self.settings.deadline_margin),
+        };
+        let output = job.run(&ctx).await?;
+        record.counts = output.counts;
+        Ok(output.body)
+    }
+
+    /// The summary log line, and the metric line for every job (and every
+    /// refused request).
+    fn summarize(
+        &self,
+        source: Source,
+        status: u16,
+        record: &Record,
+        started: Instant,
+        inv: &Invocation,
+    ) {
+        let outcome = if status < 400 {
+            "ok".to_owned()
+        } else {
+            status.to_string()
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let job_type = record.job_type.map(|j| j.as_str()).unwrap_or("unknown");
+        let c = &record.counts;
+        tracing::info!(
+            requestId = %inv.request_id,
+            jobType = job_type,
+            source = source.as_str(),
+            durationMs = duration_ms,
+            outcome = %outcome,
+            confirmed = c.confirmed,
+            needsReview = c.needs_review,
+            cancelled = c.cancelled,
+            nearingTarget = c.nearing_target,
+            skipped = c.skipped,
+            ordersCancelled = c.orders_cancelled,
+            ordersPlaced = c.orders_placed,
+            "invocation finished"
+        );
+        if record.job_type.is_some() || status >= 400 {
+            self.metrics.emit(&emf_line(
+                job_type,
+                c,
+                duration_ms,
+                status >= 500,
+                &inv.request_id,
+            ));
+        }
+    }
+}
+
+fn log_error(e: &ApiError) {
+    match e {
+        ApiError::Internal(detail) => tracing::error!(error = %detail, "job failed"),
+        other => tracing::info!(status = other.status(), error = %other, "request refused"),
     }
 }

@@ -1,4 +1,5 @@
-//! Who is calling, and what they may run (SPEC §3).
+//! Who is calling (§3): credentials in, a [`Principal`] out. Which
+//! principal may run which job is the jobs' decision (`jobs::authorize`).
 //!
 //! Direct and EventBridge invocations are trusted: IAM already decided who may
 //! invoke the function. HTTP callers prove themselves with a Supabase-style
@@ -10,7 +11,6 @@ use uuid::Uuid;
 
 use crate::configuration::AuthMode;
 use crate::error::ApiError;
-use crate::jobs::JobType;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -108,7 +108,7 @@ impl Authenticator {
     }
 }
 
-/// Maps verified claims to a principal (SPEC §3 roles).
+/// Maps verified claims to a principal (behaviour §3 roles).
 pub fn principal_from_claims(claims: &Map<String, Value>) -> Result<Principal, ApiError> {
     let role = claims.get("role").and_then(Value::as_str);
     let sub = claims.get("sub").and_then(Value::as_str);
@@ -139,30 +139,6 @@ fn app_metadata_role(claims: &Map<String, Value>) -> Option<String> {
         other => other,
     };
     meta.get("role")?.as_str().map(str::to_owned)
-}
-
-/// Whether `principal` may run `job` at all. Buyer-for-another-buyer is checked
-/// by process-order, which knows the `buyerId`.
-pub fn authorize(job: JobType, principal: &Principal) -> Result<(), ApiError> {
-    let allowed = match (job, principal) {
-        (_, Principal::Trusted) => true,
-        (JobType::Migrate, _) => {
-            return Err(ApiError::Forbidden(
-                "migrate is accepted only by direct invocation".into(),
-            ))
-        }
-        (_, Principal::Admin { .. }) => true,
-        (JobType::ProcessOrder, Principal::Buyer { .. }) => true,
-        _ => false,
-    };
-    if allowed {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "This role may not run {}",
-            job.as_str()
-        )))
-    }
 }
 
 #[cfg(test)]
@@ -207,34 +183,5 @@ mod tests {
         }
         let err = principal_from_claims(&claims(json!({"role": "authenticated", "sub": "x"})));
         assert_eq!(err.unwrap_err().status(), 401);
-    }
-
-    #[test]
-    fn authorization_table() {
-        let admin = Principal::Admin { user_id: None };
-        let buyer = Principal::Buyer {
-            user_id: Uuid::nil(),
-        };
-        // (job, principal, allowed)
-        let cases = [
-            (JobType::Orchestrate, Principal::Trusted, true),
-            (JobType::Migrate, Principal::Trusted, true),
-            (JobType::Orchestrate, admin.clone(), true),
-            (JobType::ReviewBatch, admin.clone(), true),
-            (JobType::ProcessOrder, admin.clone(), true),
-            (JobType::Migrate, admin.clone(), false),
-            (JobType::Orchestrate, buyer.clone(), false),
-            (JobType::ReviewBatch, buyer.clone(), false),
-            (JobType::ProcessOrder, buyer.clone(), true),
-            (JobType::Migrate, buyer, false),
-            (JobType::ProcessOrder, Principal::NoRole, false),
-        ];
-        for (job, p, allowed) in cases {
-            let got = authorize(job, &p);
-            assert_eq!(got.is_ok(), allowed, "{job:?} {p:?}");
-            if let Err(e) = got {
-                assert_eq!(e.status(), 403);
-            }
-        }
     }
 }

@@ -1,11 +1,11 @@
-//! Settings read once per Lambda instance from the environment (SPEC §8).
+//! Settings read once per Lambda instance from the environment (behaviour §8).
 //!
 //! Reading goes through a lookup function so tests can build settings from a map
 //! without touching the process environment, which tests share.
 
 use std::time::Duration;
 
-use crate::store::tls::SslMode;
+use secrecy::SecretString;
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -27,9 +27,32 @@ pub enum PoolerMode {
     Transaction,
 }
 
-#[derive(Clone)]
+/// `DB_SSLMODE`, as libpq names the modes this function supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "disable" => Some(SslMode::Disable),
+            "prefer" => Some(SslMode::Prefer),
+            "require" => Some(SslMode::Require),
+            "verify-full" => Some(SslMode::VerifyFull),
+            _ => None,
+        }
+    }
+}
+
+/// `Debug` is derived: the URL (it may hold a password) and the JWT secret are
+/// [`SecretString`]s, which print as `[REDACTED]`.
+#[derive(Debug, Clone)]
 pub struct Settings {
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretString>,
     pub db_secret_id: Option<String>,
     /// Fill what the secret lacks (RDS-managed secrets hold only credentials).
     pub db_host: Option<String>,
@@ -42,41 +65,12 @@ pub struct Settings {
     pub pool_size: usize,
     pub pooler: PoolerMode,
     pub auth_mode: AuthMode,
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<SecretString>,
     pub orchestrate_lookahead_hours: i32,
     pub orchestrate_chunk_size: i64,
     pub batch_window_days: i32,
     pub deadline_margin: Duration,
     pub cors_allow_origin: String,
-}
-
-impl std::fmt::Debug for Settings {
-    // Hand-written so that neither the URL (it may hold a password) nor the JWT
-    // secret can reach a log line through `{:?}`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
-            .field("db_secret_id", &self.db_secret_id)
-            .field("db_host", &self.db_host)
-            .field("db_port", &self.db_port)
-            .field("db_name", &self.db_name)
-            .field("db_sslmode", &self.db_sslmode)
-            .field("db_ca_file", &self.db_ca_file)
-            .field("statement_timeout", &self.statement_timeout)
-            .field("pool_size", &self.pool_size)
-            .field("pooler", &self.pooler)
-            .field("auth_mode", &self.auth_mode)
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
-            .field(
-                "orchestrate_lookahead_hours",
-                &self.orchestrate_lookahead_hours,
-            )
-            .field("orchestrate_chunk_size", &self.orchestrate_chunk_size)
-            .field("batch_window_days", &self.batch_window_days)
-            .field("deadline_margin", &self.deadline_margin)
-            .field("cors_allow_origin", &self.cors_allow_origin)
-            .finish()
-    }
 }
 
 impl Settings {
@@ -119,7 +113,7 @@ impl Settings {
             Some(_) => Some(number(&get, "DB_PORT", 5432u16, 1, u16::MAX)?),
         };
         Ok(Settings {
-            database_url: get("DATABASE_URL"),
+            database_url: get("DATABASE_URL").map(SecretString::from),
             db_secret_id: get("DB_SECRET_ID"),
             db_host: get("DB_HOST"),
             db_port,
@@ -136,7 +130,7 @@ impl Settings {
             pool_size: number(&get, "DB_POOL_SIZE", 2, 1, 100)?,
             pooler,
             auth_mode,
-            jwt_secret: get("JWT_SECRET"),
+            jwt_secret: get("JWT_SECRET").map(SecretString::from),
             orchestrate_lookahead_hours: number(
                 &get,
                 "ORCHESTRATE_LOOKAHEAD_HOURS",

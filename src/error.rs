@@ -1,6 +1,6 @@
 //! The one error type every boundary answers with.
 //!
-//! Each variant maps to one HTTP status of SPEC §2. The message of every variant
+//! Each variant maps to one HTTP status of behaviour §2. The message of every variant
 //! except [`ApiError::Internal`] is shown to the caller, so it is written for them:
 //! it names the field or the condition, never SQL, a secret or a stack trace.
 //! `Internal` carries a detail that is logged and never shown.
@@ -73,7 +73,7 @@ impl ApiError {
     }
 }
 
-/// The error shape of SPEC §2, the same from every source.
+/// The error shape of behaviour §2, the same from every source.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {

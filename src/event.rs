@@ -1,5 +1,6 @@
-//! The event adapter: every source of SPEC §2 in, a job out, and the answer
-//! back in the source's own shape.
+//! The event adapter (§2): every AWS source in, a [`JobRequest`] out, and an
+//! answer back in the source's own shape. It knows AWS shapes and nothing of
+//! jobs, authentication or the database; [`crate::App`] runs the invocation.
 //!
 //! Sources are recognised by their keys, in this order, so a malformed event
 //! gets a 400 that says what it looked like rather than "did not match any
@@ -24,14 +25,14 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::Method;
 use serde_json::{Map, Value};
 
-use crate::app::App;
-use crate::auth::{Credentials, Principal};
-use crate::error::ApiError;
-use crate::jobs::{Deadline, Job, JobContext, JobType};
-use crate::telemetry::metrics::{emf_line, JobCounts};
-use tracing::Instrument;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
 
-/// Largest HTTP body accepted (SPEC §2: over 64 KiB is a 413).
+use crate::error::ApiError;
+
+/// The job a schedule runs when its rule's `detail` names none.
+pub const SCHEDULED_JOB: &str = "orchestrate";
+
+/// Largest HTTP body accepted (behaviour §2: over 64 KiB is a 413).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub const CORS_ALLOW_HEADERS: &str =
@@ -82,7 +83,7 @@ fn remaining_ms(deadline: u64, now_ms: u64) -> Option<u64> {
 }
 
 /// A failed direct or EventBridge invocation: Lambda reports it as a function
-/// error whose message is the SPEC's JSON error text, so retries and
+/// error whose message is the JSON error text of behaviour §2, so retries and
 /// dead-letter queues see exactly what an HTTP caller would.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvocationError {
@@ -90,6 +91,18 @@ pub struct InvocationError {
     pub status: u16,
     /// `{"error": …, "timestamp": …, "requestId": …}` as text.
     pub message: String,
+}
+
+impl InvocationError {
+    /// `e` as a failed invocation of request `request_id`.
+    pub fn new(e: &ApiError, request_id: &str) -> Self {
+        let body = e.body(request_id);
+        InvocationError {
+            error_type: e.kind(),
+            status: e.status(),
+            message: serde_json::to_string(&body).unwrap_or_else(|_| e.to_string()),
+        }
+    }
 }
 
 impl From<InvocationError> for lambda_runtime::Diagnostic {
@@ -120,183 +133,39 @@ impl Source {
     }
 }
 
-/// A request for a job from a trusted source.
-struct TrustedJob {
-    source: Source,
-    job_type: Option<Value>,
-    data: Option<Value>,
+/// A job request as a source carried it: `jobType` and `data`, not yet
+/// validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRequest {
+    pub job_type: Option<Value>,
+    pub data: Option<Value>,
 }
 
 /// The parts of an API Gateway request this function reads.
-struct HttpRequest {
-    method: Method,
+#[derive(Debug)]
+pub struct HttpRequest {
+    pub method: Method,
     headers: HeaderMap,
     body: Option<String>,
     is_base64_encoded: bool,
     /// Claims an API Gateway authorizer verified, if any.
-    claims: Option<Map<String, Value>>,
+    pub claims: Option<Map<String, Value>>,
 }
 
-enum Incoming {
-    Trusted(TrustedJob),
-    /// An API Gateway event; `Err` when it has the shape's keys but does not
-    /// decode — it still gets an answer in that shape, a 400.
-    Http(Source, Result<HttpRequest, ApiError>),
-}
-
-/// What the summary line and the metrics need to know of one invocation.
-#[derive(Default)]
-struct Record {
-    job_type: Option<JobType>,
-    counts: JobCounts,
-}
-
-impl App {
-    /// Handles one Lambda event from any source. Everything logged while it
-    /// runs carries the request id (the `invocation` span).
-    pub async fn handle(&self, event: Value, inv: &Invocation) -> Result<Value, InvocationError> {
-        let span = tracing::info_span!("invocation", requestId = %inv.request_id);
-        self.handle_in_span(event, inv).instrument(span).await
+impl HttpRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    async fn handle_in_span(
-        &self,
-        event: Value,
-        inv: &Invocation,
-    ) -> Result<Value, InvocationError> {
-        let started = Instant::now();
-        let mut record = Record::default();
-        let (source, result) = match classify(event) {
-            Err(e) => (Source::Direct, Err(e)),
-            Ok(Incoming::Trusted(job)) => {
-                let source = job.source;
-                let result = self.run_trusted(job, inv, &mut record).await;
-                (source, result.map(Answer::Direct))
-            }
-            Ok(Incoming::Http(source, req)) => {
-                let (status, response) = self.run_http(source, req, inv, &mut record).await;
-                (source, Ok(Answer::Http(status, response)))
-            }
-        };
-        let status = match &result {
-            Ok(Answer::Http(status, _)) => *status,
-            Ok(Answer::Direct(_)) => 200,
-            Err(e) => e.status(),
-        };
-        if let Err(e) = &result {
-            log_error(e);
-        }
-        let outcome = if status < 400 {
-            "ok".to_owned()
-        } else {
-            status.to_string()
-        };
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let job_type = record.job_type.map(|j| j.as_str()).unwrap_or("unknown");
-        let c = record.counts;
-        tracing::info!(
-            requestId = %inv.request_id,
-            jobType = job_type,
-            source = source.as_str(),
-            durationMs = duration_ms,
-            outcome = %outcome,
-            confirmed = c.confirmed,
-            needsReview = c.needs_review,
-            cancelled = c.cancelled,
-            nearingTarget = c.nearing_target,
-            skipped = c.skipped,
-            ordersCancelled = c.orders_cancelled,
-            ordersPlaced = c.orders_placed,
-            "invocation finished"
-        );
-        if record.job_type.is_some() || status >= 400 {
-            self.metrics.emit(&emf_line(
-                job_type,
-                &c,
-                duration_ms,
-                status >= 500,
-                &inv.request_id,
-            ));
-        }
-        match result {
-            Ok(Answer::Direct(v)) | Ok(Answer::Http(_, v)) => Ok(v),
-            Err(e) => {
-                let body = e.body(&inv.request_id);
-                Err(InvocationError {
-                    error_type: e.kind(),
-                    status: e.status(),
-                    message: serde_json::to_string(&body).unwrap_or_else(|_| e.to_string()),
-                })
-            }
-        }
+    /// The body as bytes, base64-decoded, size-checked (400, 413).
+    pub fn body_bytes(&self) -> Result<Vec<u8>, ApiError> {
+        decode_body(self.body.as_deref(), self.is_base64_encoded)
     }
 
-    async fn run_trusted(
-        &self,
-        job: TrustedJob,
-        inv: &Invocation,
-        record: &mut Record,
-    ) -> Result<Value, ApiError> {
-        let job_type = JobType::parse(job.job_type.as_ref())?;
-        self.run_job(
-            job_type,
-            job.data.as_ref(),
-            &Principal::Trusted,
-            inv,
-            record,
-        )
-        .await
-    }
-
-    /// Always answers with a proxy response; errors become their status code.
-    async fn run_http(
-        &self,
-        source: Source,
-        req: Result<HttpRequest, ApiError>,
-        inv: &Invocation,
-        record: &mut Record,
-    ) -> (u16, Value) {
-        let origin = self.settings.cors_allow_origin.as_str();
-        if req.as_ref().is_ok_and(|r| r.method == Method::OPTIONS) {
-            return (204, proxy_response(source, 204, None, origin));
-        }
-        let result = match req {
-            Ok(req) => self.http_job(req, inv, record).await,
-            Err(e) => Err(e),
-        };
-        let (status, body) = match result {
-            Ok(v) => (200, v.to_string()),
-            Err(e) => {
-                log_error(&e);
-                let body = serde_json::to_string(&e.body(&inv.request_id))
-                    .unwrap_or_else(|_| "{}".to_owned());
-                (e.status(), body)
-            }
-        };
-        (status, proxy_response(source, status, Some(body), origin))
-    }
-
-    async fn http_job(
-        &self,
-        req: HttpRequest,
-        inv: &Invocation,
-        record: &mut Record,
-    ) -> Result<Value, ApiError> {
-        if req.method != Method::POST {
-            return Err(ApiError::MethodNotAllowed(format!(
-                "Method {} not allowed; use POST",
-                req.method
-            )));
-        }
-        let body = decode_body(req.body.as_deref(), req.is_base64_encoded)?;
-        let principal = match self
-            .auth
-            .credentials(header(&req.headers, "authorization"), req.claims.as_ref())?
-        {
-            Credentials::Settled(principal) => principal,
-            Credentials::Bearer(token) => self.auth.verify(token, &self.jwt_secret().await?)?,
-        };
-        let mut request = match serde_json::from_slice::<Value>(&body) {
+    /// The job request in `body` (from [`Self::body_bytes`]): a JSON object
+    /// with `jobType` and `data`.
+    pub fn job_request(&self, body: &[u8]) -> Result<JobRequest, ApiError> {
+        let mut request = match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(map)) => map,
             Ok(_) => {
                 return Err(ApiError::BadRequest(
@@ -309,56 +178,36 @@ impl App {
                 ))
             }
         };
-        let job_type = JobType::parse(request.get("jobType"))?;
-        let mut data = request.remove("data");
-        if let Some(key) = header(&req.headers, "idempotency-key") {
-            merge_idempotency_key(&mut data, key)?;
+        Ok(JobRequest {
+            job_type: request.remove("jobType"),
+            data: request.remove("data"),
+        })
+    }
+
+    /// The `Idempotency-Key` header means `data.idempotencyKey` (§2); a body
+    /// that names another key is a 400.
+    pub fn apply_idempotency_header(&self, data: &mut Option<Value>) -> Result<(), ApiError> {
+        match self.header("idempotency-key") {
+            Some(key) => merge_idempotency_key(data, key),
+            None => Ok(()),
         }
-        self.run_job(job_type, data.as_ref(), &principal, inv, record)
-            .await
-    }
-
-    async fn run_job(
-        &self,
-        job_type: JobType,
-        data: Option<&Value>,
-        principal: &Principal,
-        inv: &Invocation,
-        record: &mut Record,
-    ) -> Result<Value, ApiError> {
-        record.job_type = Some(job_type);
-        // The request as it came, for operators; the log writer masks personal data.
-        tracing::info!(
-            jobType = job_type.as_str(),
-            request = %data.map(serde_json::Value::to_string).unwrap_or_default(),
-            "job request"
-        );
-        let job = Job::parse(job_type, data, principal)?;
-        let ctx = JobContext {
-            db: &self.db,
-            settings: &self.settings,
-            principal,
-            deadline: Deadline::new(inv.deadline, self.settings.deadline_margin),
-        };
-        let output = job.run(&ctx).await?;
-        record.counts = output.counts;
-        Ok(output.body)
     }
 }
 
-enum Answer {
-    Direct(Value),
-    Http(u16, Value),
+/// An event, recognised.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A direct invocation or a schedule: trusted, answered as JSON.
+    Trusted(Source, JobRequest),
+    /// An API Gateway event; `Err` when it has the shape's keys but does not
+    /// decode — it still gets an answer in that shape, a 400.
+    Http(Source, Result<HttpRequest, ApiError>),
 }
 
-fn log_error(e: &ApiError) {
-    match e {
-        ApiError::Internal(detail) => tracing::error!(error = %detail, "job failed"),
-        other => tracing::info!(status = other.status(), error = %other, "request refused"),
-    }
-}
-
-fn classify(event: Value) -> Result<Incoming, ApiError> {
+/// Recognises the source of `event` by its keys (see the module docs) and
+/// decodes it. `Err` only for an event that is not a JSON object, or a
+/// schedule that does not decode; both are answered as a direct invocation.
+pub fn classify(event: Value) -> Result<Incoming, ApiError> {
     let Value::Object(mut obj) = event else {
         return Err(ApiError::BadRequest(
             "Event must be a JSON object with a jobType".into(),
@@ -427,25 +276,31 @@ fn classify(event: Value) -> Result<Incoming, ApiError> {
     let scheduled = obj.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
         && obj.get("source").and_then(Value::as_str) == Some("aws.events");
     if scheduled {
+        let schedule: EventBridgeEvent<Option<Value>> = serde_json::from_value(Value::Object(obj))
+            .map_err(|e| malformed("EventBridge scheduled", &e))?;
         // The rule's `detail` may name another job; otherwise a schedule orchestrates.
-        let mut detail = match obj.remove("detail") {
+        let mut detail = match schedule.detail {
             Some(Value::Object(d)) => d,
             _ => Map::new(),
         };
         let job_type = detail
             .remove("jobType")
-            .or_else(|| Some(Value::String(JobType::Orchestrate.as_str().into())));
-        return Ok(Incoming::Trusted(TrustedJob {
-            source: Source::Schedule,
-            job_type,
-            data: detail.remove("data"),
-        }));
+            .unwrap_or_else(|| Value::String(SCHEDULED_JOB.into()));
+        return Ok(Incoming::Trusted(
+            Source::Schedule,
+            JobRequest {
+                job_type: Some(job_type),
+                data: detail.remove("data"),
+            },
+        ));
     }
-    Ok(Incoming::Trusted(TrustedJob {
-        source: Source::Direct,
-        job_type: obj.remove("jobType"),
-        data: obj.remove("data"),
-    }))
+    Ok(Incoming::Trusted(
+        Source::Direct,
+        JobRequest {
+            job_type: obj.remove("jobType"),
+            data: obj.remove("data"),
+        },
+    ))
 }
 
 /// A 400 for an event that has a source's keys but not its shape. serde's
@@ -453,10 +308,6 @@ fn classify(event: Value) -> Result<Incoming, ApiError> {
 fn malformed(what: &str, e: &serde_json::Error) -> ApiError {
     let detail: String = e.to_string().chars().take(160).collect();
     ApiError::BadRequest(format!("Malformed {what} event: {detail}"))
-}
-
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The body as bytes, size-checked before and after base64 decoding.
@@ -484,7 +335,7 @@ fn decode_body(body: Option<&str>, is_base64: bool) -> Result<Vec<u8>, ApiError>
     Ok(bytes)
 }
 
-/// The `Idempotency-Key` header means `data.idempotencyKey` (SPEC §2).
+/// The `Idempotency-Key` header means `data.idempotencyKey` (behaviour §2).
 fn merge_idempotency_key(data: &mut Option<Value>, key: &str) -> Result<(), ApiError> {
     let map = match data {
         None | Some(Value::Null) => {
@@ -529,7 +380,7 @@ fn cors_headers(origin: &str) -> HeaderMap {
 }
 
 /// A proxy integration response in the shape of the source's payload version.
-fn proxy_response(source: Source, status: u16, body: Option<String>, origin: &str) -> Value {
+pub fn proxy_response(source: Source, status: u16, body: Option<String>, origin: &str) -> Value {
     let headers = cors_headers(origin);
     let body = body.map(Body::Text);
     let value = if source == Source::Rest {
@@ -601,24 +452,34 @@ mod tests {
     #[test]
     fn sources_are_recognised_by_their_keys() {
         let direct = classify(json!({"jobType": "orchestrate"})).unwrap();
-        assert!(matches!(
-            direct,
-            Incoming::Trusted(TrustedJob {
-                source: Source::Direct,
-                ..
-            })
-        ));
+        assert!(matches!(direct, Incoming::Trusted(Source::Direct, _)));
         let sched = classify(
             json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}),
         )
         .unwrap();
         match sched {
-            Incoming::Trusted(j) => {
-                assert_eq!(j.source, Source::Schedule);
+            Incoming::Trusted(Source::Schedule, j) => {
                 assert_eq!(j.job_type, Some(json!("orchestrate")));
             }
             _ => panic!("schedule not recognised"),
         }
+        let aws_sample: Value = serde_json::from_str(include_str!(
+            "../tests/fixtures/aws-events/example-eventbridge-schedule.json"
+        ))
+        .unwrap();
+        assert!(matches!(
+            classify(aws_sample).unwrap(),
+            Incoming::Trusted(Source::Schedule, JobRequest { job_type: Some(Value::String(j)), data: None }) if j == "orchestrate"
+        ));
+        let overridden = classify(
+            json!({"detail-type": "Scheduled Event", "source": "aws.events",
+            "detail": {"jobType": "review-batch", "data": {"x": 1}}}),
+        )
+        .unwrap();
+        assert!(matches!(
+            overridden,
+            Incoming::Trusted(Source::Schedule, JobRequest { job_type: Some(Value::String(j)), data: Some(_) }) if j == "review-batch"
+        ));
         match classify(json!({"requestContext": {"http": {}}})) {
             Ok(Incoming::Http(Source::Http, Err(e))) => {
                 assert!(e.to_string().starts_with("Malformed HTTP API"), "{e}")

@@ -1,10 +1,12 @@
 //! batch-processor: the production-batch lifecycle of a group-buying apparel
 //! marketplace, as one AWS Lambda function.
 //!
-//! `main.rs` only wires. The layers, outside in:
-//! [`event`] (AWS sources in, source-shaped answers out) → [`auth`] →
-//! [`jobs`] (one file per job: parse `data`, then run) → [`domain`] (pure
-//! rules) and [`store`] (SQL) → Postgres.
+//! `main.rs` only wires. "behaviour §N" in comments is §N of `docs/behaviour.md`,
+//! the repository's behaviour contract. The layers, outside in:
+//! [`app`] runs an invocation: [`event`] adapts AWS sources (a job request
+//! in, a source-shaped answer out), [`auth`] says who the caller is, [`jobs`]
+//! (one file per job: authorize, parse `data`, run) use [`domain`] (pure
+//! rules) and [`store`] (SQL) → Postgres. No module imports one above it.
 
 pub mod app;
 pub mod auth;

@@ -1,4 +1,4 @@
-//! The database secret from AWS Secrets Manager (SPEC §8).
+//! The database secret from AWS Secrets Manager (behaviour §8).
 //!
 //! The secret is in the RDS format — `{"host", "port", "username", "password",
 //! "dbname"}`, `port` a number or a string — optionally with the Supabase
@@ -10,6 +10,7 @@
 //! for the instance's life; [`SecretsManager::get`] with `fresh` bypasses the
 //! cache when Postgres refuses the password after a rotation.
 
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, OnceCell};
@@ -24,31 +25,17 @@ pub enum SecretError {
     Malformed(&'static str),
 }
 
-/// Database credentials and location. `Debug` never prints the password or JWT secret.
-#[derive(Clone, PartialEq, Eq)]
+/// Database credentials and location. The password and JWT secret are
+/// [`SecretString`]s: `Debug` prints `[REDACTED]`, and reading one takes an
+/// explicit `expose_secret()`.
+#[derive(Debug, Clone)]
 pub struct DbSecret {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub username: String,
-    pub password: String,
+    pub password: SecretString,
     pub dbname: Option<String>,
-    pub jwt_secret: Option<String>,
-}
-
-impl std::fmt::Debug for DbSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DbSecret")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("dbname", &self.dbname)
-            .field(
-                "jwt_secret",
-                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
+    pub jwt_secret: Option<SecretString>,
 }
 
 #[derive(Deserialize)]
@@ -89,9 +76,10 @@ impl DbSecret {
                 .ok_or(SecretError::Malformed("username is missing"))?,
             password: raw
                 .password
+                .map(SecretString::from)
                 .ok_or(SecretError::Malformed("password is missing"))?,
             dbname: nonempty(raw.dbname),
-            jwt_secret: nonempty(raw.jwt_secret),
+            jwt_secret: nonempty(raw.jwt_secret).map(SecretString::from),
         })
     }
 }
@@ -146,6 +134,7 @@ impl SecretsManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     #[test]
     fn rds_format_with_port_as_number_or_string() {
@@ -161,7 +150,10 @@ mod tests {
                 .unwrap();
         assert_eq!(b.port, Some(6543));
         assert_eq!(b.host, None, "RDS-managed secrets hold only credentials");
-        assert_eq!(b.jwt_secret.as_deref(), Some("jj"));
+        assert_eq!(
+            b.jwt_secret.as_ref().map(ExposeSecret::expose_secret),
+            Some("jj")
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Pure business rules: no IO, no SQL, no AWS. Everything here is decided in
 //! integers or decimals and tested table-driven beside the code.
 
+pub mod counts;
 pub mod fill;
 pub mod pricing;
 pub mod tier;
 
+pub use counts::Counts;
 pub use fill::{Fill, InvalidTarget};
-pub use tier::{decide, Action, Candidate};
+pub use tier::{decide, Action, Candidate, Outcome};

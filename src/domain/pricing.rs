@@ -1,4 +1,4 @@
-//! What a buyer pays for one unit in a batch, and what they save (SPEC §6 step 4).
+//! What a buyer pays for one unit in a batch, and what they save (behaviour §6 step 4).
 //!
 //! Decimal arithmetic throughout, rounded half away from zero. Unit prices are
 //! rounded before any total is taken (a total is a rounded unit price times the
@@ -137,7 +137,7 @@ mod tests {
     fn worked_examples() {
         #[allow(clippy::type_complexity)]
         let cases: [(&str, Option<&str>, i64, i64, i64, i64, [&str; 8]); 7] = [
-            // SPEC §6's example: 10.00 base, 2 styles at 5 %, fill 62.5 % → 1.20.
+            // behaviour §6's example: 10.00 base, 2 styles at 5 %, fill 62.5 % → 1.20.
             (
                 "10.00",
                 Some("5"),

@@ -1,9 +1,11 @@
-//! The fate of a `filling` batch near or past its window (SPEC §5).
+//! The fate of a `filling` batch near or past its window (behaviour §5).
 //!
 //! This is the only place the tier rules live. The store fetches the facts a
 //! decision needs (quantities, whether the window has closed on the database's
 //! clock, whether the nearing-target event was already sent) and applies the
 //! decided actions in bulk; it never re-decides.
+
+use serde::Serialize;
 
 use super::fill::Fill;
 
@@ -51,6 +53,19 @@ impl Action {
         }
     }
 
+    /// What a report says of this action (`results[].action` on the wire),
+    /// or `None` when the action is not reported.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self {
+            Action::Skipped => Some(Outcome::Skipped),
+            Action::Confirm(_) => Some(Outcome::Confirmed),
+            Action::NeedsReview(_) => Some(Outcome::NeedsReview),
+            Action::Cancel(_) => Some(Outcome::Cancelled),
+            Action::NearingTarget { .. } => Some(Outcome::NearingTarget),
+            Action::Nothing(_) => None,
+        }
+    }
+
     pub fn fill(&self) -> Option<Fill> {
         match *self {
             Action::Skipped => None,
@@ -63,7 +78,34 @@ impl Action {
     }
 }
 
-/// First match wins, in the order of the SPEC's table.
+/// A reported action, by its wire name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Confirmed,
+    NeedsReview,
+    Cancelled,
+    NearingTarget,
+    Skipped,
+}
+
+impl Outcome {
+    /// The fixed message a report of this outcome carries, if any.
+    pub fn message(self) -> Option<&'static str> {
+        match self {
+            Outcome::Skipped => Some(SKIPPED_MESSAGE),
+            Outcome::NeedsReview => Some(REVIEW_MESSAGE),
+            Outcome::NearingTarget => Some(NEARING_MESSAGE),
+            Outcome::Confirmed | Outcome::Cancelled => None,
+        }
+    }
+}
+
+pub const REVIEW_MESSAGE: &str = "Batch 50-75% filled, window closed";
+pub const NEARING_MESSAGE: &str = "Batch nearing target - consider promotion";
+pub const SKIPPED_MESSAGE: &str = "invalid target_quantity";
+
+/// First match wins, in the order of the behaviour §5 table.
 pub fn decide(c: &Candidate) -> Action {
     let Ok(fill) = Fill::new(c.current_quantity, c.target_quantity) else {
         return Action::Skipped;
@@ -107,6 +149,36 @@ mod tests {
             Action::NearingTarget { first_time, .. } => Kind::Nearing { first_time },
             Action::Nothing(_) => Kind::Nothing,
         }
+    }
+
+    #[test]
+    fn outcomes_have_their_wire_names() {
+        let names: Vec<String> = [
+            Outcome::Confirmed,
+            Outcome::NeedsReview,
+            Outcome::Cancelled,
+            Outcome::NearingTarget,
+            Outcome::Skipped,
+        ]
+        .iter()
+        .map(|o| {
+            serde_json::to_value(o)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "confirmed",
+                "needs_review",
+                "cancelled",
+                "nearing_target",
+                "skipped"
+            ]
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `migrate` (SPEC §4): applies the embedded migrations. Only direct
+//! `migrate` (behaviour §4): applies the embedded migrations. Only direct
 //! invocations may run it; `make migrate` runs the same code from the binary.
 
 use serde::Serialize;

@@ -1,4 +1,4 @@
-//! The jobs of SPEC §1, one file each. Every job parses its `data` into a
+//! The jobs of behaviour §1, one file each. Every job parses its `data` into a
 //! validated request (400 on the first bad field), then runs it. Jobs know
 //! nothing of AWS: the event adapter hands them a principal, a deadline and
 //! the database, and shapes whatever they answer.
@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::auth::{authorize, Principal};
+use crate::auth::Principal;
 use crate::configuration::Settings;
+use crate::domain::Counts;
 use crate::error::ApiError;
-use crate::store::Db;
-use crate::telemetry::metrics::JobCounts;
+use crate::store::{Db, StoreError};
 use input::Data;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,6 +46,31 @@ impl JobType {
             JobType::ReviewBatch => "review-batch",
             JobType::Migrate => "migrate",
         }
+    }
+}
+
+/// Whether `principal` may run `job` at all (§3). Authentication says who
+/// the caller is; this is the jobs' own rule. Buyer-for-another-buyer is
+/// checked by process-order, which knows the `buyerId`.
+pub fn authorize(job: JobType, principal: &Principal) -> Result<(), ApiError> {
+    let allowed = match (job, principal) {
+        (_, Principal::Trusted) => true,
+        (JobType::Migrate, _) => {
+            return Err(ApiError::Forbidden(
+                "migrate is accepted only by direct invocation".into(),
+            ))
+        }
+        (_, Principal::Admin { .. }) => true,
+        (JobType::ProcessOrder, Principal::Buyer { .. }) => true,
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "This role may not run {}",
+            job.as_str()
+        )))
     }
 }
 
@@ -114,15 +139,15 @@ impl Job {
             Job::ReviewBatch(req) => JobOutput::of_batches(review_batch::run(req, ctx).await?),
             Job::ProcessOrder(req) => {
                 let (body, placed) = process_order::run(req, ctx).await?;
-                let counts = JobCounts {
+                let counts = Counts {
                     orders_placed: u64::from(placed),
-                    ..JobCounts::default()
+                    ..Counts::default()
                 };
                 Ok(JobOutput { body, counts })
             }
             Job::Migrate => Ok(JobOutput {
                 body: to_value(migrate::run(ctx).await?)?,
-                counts: JobCounts::default(),
+                counts: Counts::default(),
             }),
         }
     }
@@ -131,16 +156,16 @@ impl Job {
 /// A job's answer, and what it did for the summary log line and the metrics.
 pub struct JobOutput {
     pub body: Value,
-    pub counts: JobCounts,
+    pub counts: Counts,
 }
 
 impl JobOutput {
     fn of_batches(resp: orchestrate::OrchestrateResponse) -> Result<Self, ApiError> {
         // A dry run did nothing, whatever it reports.
         let counts = if resp.dry_run {
-            JobCounts::default()
+            Counts::default()
         } else {
-            JobCounts::from(resp.summary)
+            resp.summary
         };
         Ok(JobOutput {
             body: to_value(resp)?,
@@ -151,4 +176,75 @@ impl JobOutput {
 
 fn to_value(v: impl serde::Serialize) -> Result<Value, ApiError> {
     serde_json::to_value(v).map_err(|e| ApiError::Internal(format!("serialize response: {e}")))
+}
+
+/// The store's failures as callers see them: outages are 503 with the
+/// store's own words; everything else is a 500 whose detail only the logs get.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e.outage() {
+            Some(reason) => {
+                if matches!(e, StoreError::Db(_)) {
+                    tracing::error!(error = %e, "database unavailable");
+                }
+                ApiError::Unavailable(format!("Database unavailable: {reason}"))
+            }
+            None => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn authorization_table() {
+        let admin = Principal::Admin { user_id: None };
+        let buyer = Principal::Buyer {
+            user_id: Uuid::nil(),
+        };
+        // (job, principal, allowed)
+        let cases = [
+            (JobType::Orchestrate, Principal::Trusted, true),
+            (JobType::Migrate, Principal::Trusted, true),
+            (JobType::Orchestrate, admin.clone(), true),
+            (JobType::ReviewBatch, admin.clone(), true),
+            (JobType::ProcessOrder, admin.clone(), true),
+            (JobType::Migrate, admin.clone(), false),
+            (JobType::Orchestrate, buyer.clone(), false),
+            (JobType::ReviewBatch, buyer.clone(), false),
+            (JobType::ProcessOrder, buyer.clone(), true),
+            (JobType::Migrate, buyer, false),
+            (JobType::ProcessOrder, Principal::NoRole, false),
+        ];
+        for (job, p, allowed) in cases {
+            let got = authorize(job, &p);
+            assert_eq!(got.is_ok(), allowed, "{job:?} {p:?}");
+            if let Err(e) = got {
+                assert_eq!(e.status(), 403);
+            }
+        }
+    }
+
+    #[test]
+    fn store_failures_map_to_503_or_a_hidden_500() {
+        let down: ApiError =
+            StoreError::Unavailable("could not connect to the database".into()).into();
+        assert_eq!(down.status(), 503);
+        assert_eq!(
+            down.to_string(),
+            "Database unavailable: could not connect to the database"
+        );
+        let bug: ApiError = StoreError::Unexpected("no row").into();
+        assert_eq!(bug.status(), 500);
+        assert_eq!(bug.to_string(), "Internal error");
+    }
 }

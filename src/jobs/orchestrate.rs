@@ -1,4 +1,4 @@
-//! `orchestrate` (SPEC §5): decides the fate of `filling` batches near or past
+//! `orchestrate` (behaviour §5): decides the fate of `filling` batches near or past
 //! their window.
 //!
 //! Work goes a chunk at a time, one transaction per chunk, with a fixed number
@@ -27,15 +27,11 @@ use uuid::Uuid;
 
 use super::input::Data;
 use super::JobContext;
-use crate::domain::tier::{decide, Action};
+use crate::domain::tier::{decide, Action, Outcome};
+use crate::domain::Counts;
 use crate::error::ApiError;
 use crate::store::batches::{self, CandidateRow, Cursor, Move, Scan, ScanQuery};
 use crate::store::StoreError;
-use crate::telemetry::metrics::JobCounts;
-
-pub const REVIEW_MESSAGE: &str = "Batch 50-75% filled, window closed";
-pub const NEARING_MESSAGE: &str = "Batch nearing target - consider promotion";
-pub const SKIPPED_MESSAGE: &str = "invalid target_quantity";
 
 /// Largest `limit` accepted; a run over more batches goes through `hasMore`.
 pub const MAX_LIMIT: i64 = 1_000_000;
@@ -77,39 +73,14 @@ pub struct OrchestrateResponse {
     pub results: Vec<BatchResult>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub results_truncated: bool,
-    pub summary: Summary,
-}
-
-/// Counts of every reported batch, listed or not.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Summary {
-    pub confirmed: u64,
-    pub needs_review: u64,
-    pub cancelled: u64,
-    pub nearing_target: u64,
-    pub skipped: u64,
-    pub orders_cancelled: u64,
-}
-
-impl From<Summary> for JobCounts {
-    fn from(s: Summary) -> Self {
-        JobCounts {
-            confirmed: s.confirmed,
-            needs_review: s.needs_review,
-            cancelled: s.cancelled,
-            nearing_target: s.nearing_target,
-            skipped: s.skipped,
-            orders_cancelled: s.orders_cancelled,
-            orders_placed: 0,
-        }
-    }
+    /// Counts of every reported batch, listed or not.
+    pub summary: Counts,
 }
 
 /// Collects results with memory bounded by [`MAX_LISTED_RESULTS`], whatever N.
 pub struct Results {
     kept: Vec<BatchResult>,
-    summary: Summary,
+    summary: Counts,
     processed: u64,
 }
 
@@ -117,7 +88,7 @@ impl Default for Results {
     fn default() -> Self {
         Results {
             kept: Vec::with_capacity(MAX_LISTED_RESULTS),
-            summary: Summary::default(),
+            summary: Counts::default(),
             processed: 0,
         }
     }
@@ -126,16 +97,8 @@ impl Default for Results {
 impl Results {
     pub fn push(&mut self, r: BatchResult) {
         self.processed += 1;
-        let s = &mut self.summary;
-        match r.action {
-            "confirmed" => s.confirmed += 1,
-            "needs_review" => s.needs_review += 1,
-            "cancelled" => s.cancelled += 1,
-            "nearing_target" => s.nearing_target += 1,
-            "skipped" => s.skipped += 1,
-            _ => {}
-        }
-        s.orders_cancelled += r.orders_cancelled.unwrap_or(0).max(0) as u64;
+        let orders_cancelled = r.orders_cancelled.unwrap_or(0).max(0) as u64;
+        self.summary.record(r.action, orders_cancelled);
         self.kept.push(r);
         if self.kept.len() >= 2 * MAX_LISTED_RESULTS {
             self.keep_first();
@@ -171,7 +134,7 @@ impl Results {
 #[serde(rename_all = "camelCase")]
 pub struct BatchResult {
     pub batch_id: Uuid,
-    pub action: &'static str,
+    pub action: Outcome,
     #[serde(
         skip_serializing_if = "Option::is_none",
         with = "rust_decimal::serde::float_option"
@@ -189,23 +152,16 @@ pub struct BatchResult {
 }
 
 impl BatchResult {
-    /// The report line of a decided action, or `None` when the SPEC reports nothing.
+    /// The report line of a decided action, or `None` when docs/behaviour.md reports nothing.
     pub fn of(batch_id: Uuid, window_closes_at: DateTime<Utc>, action: &Action) -> Option<Self> {
-        let (name, message) = match action {
-            Action::Skipped => ("skipped", Some(SKIPPED_MESSAGE)),
-            Action::Confirm(_) => ("confirmed", None),
-            Action::NeedsReview(_) => ("needs_review", Some(REVIEW_MESSAGE)),
-            Action::Cancel(_) => ("cancelled", None),
-            Action::NearingTarget { .. } => ("nearing_target", Some(NEARING_MESSAGE)),
-            Action::Nothing(_) => return None,
-        };
+        let outcome = action.outcome()?;
         Some(BatchResult {
             batch_id,
-            action: name,
+            action: outcome,
             fill_percentage: action.fill().map(|f| f.percentage()),
             supplier_order_id: None,
-            orders_cancelled: matches!(action, Action::Cancel(_)).then_some(0),
-            message,
+            orders_cancelled: (outcome == Outcome::Cancelled).then_some(0),
+            message: outcome.message(),
             order_key: (window_closes_at, batch_id),
         })
     }
@@ -256,7 +212,7 @@ pub async fn run(
         && batches::more_may_write(&ctx.db.sql_client(&client), lookahead_hours, cursor).await?;
 
     // Pass 2: the remaining candidates need no write; they are read, reported
-    // where the SPEC reports them, and counted.
+    // where docs/behaviour.md reports them, and counted.
     if !cut_short {
         let mut cursor: Option<Cursor> = None;
         while budget > 0 && !ctx.deadline.reached() {
@@ -349,16 +305,19 @@ impl Plan {
     ) -> Result<(), ApiError> {
         for mut r in self.reports {
             match r.action {
-                "confirmed" if !dry_run => {
+                Outcome::Confirmed if !dry_run => {
                     r.supplier_order_id =
                         Some(*supplier_orders.get(&r.batch_id).ok_or_else(|| {
                             ApiError::Internal(format!("batch {} was not confirmed", r.batch_id))
                         })?);
                 }
-                "cancelled" => {
+                Outcome::Cancelled => {
                     r.orders_cancelled = Some(cancelled.get(&r.batch_id).copied().unwrap_or(0));
                 }
-                _ => {}
+                Outcome::Confirmed
+                | Outcome::NeedsReview
+                | Outcome::NearingTarget
+                | Outcome::Skipped => {}
             }
             out.push(r);
         }
@@ -395,13 +354,13 @@ async fn act_chunk(
         "chunk applied"
     );
     for (moves, action) in [
-        (&plan.confirm, "confirmed"),
-        (&plan.review, "needs_review"),
-        (&plan.cancel, "cancelled"),
-        (&plan.nearing, "nearing_target"),
+        (&plan.confirm, Outcome::Confirmed),
+        (&plan.review, Outcome::NeedsReview),
+        (&plan.cancel, Outcome::Cancelled),
+        (&plan.nearing, Outcome::NearingTarget),
     ] {
         for m in moves {
-            tracing::debug!(batchId = %m.batch_id, action, fillPercentage = %m.fill_percentage, "batch decided");
+            tracing::debug!(batchId = %m.batch_id, ?action, fillPercentage = %m.fill_percentage, "batch decided");
         }
     }
     plan.finish(&supplier_orders, &cancelled, false, out)?;
@@ -458,7 +417,7 @@ mod tests {
             resp.results[MAX_LISTED_RESULTS - 1].batch_id,
             Uuid::from_u128(999)
         );
-        let counts = JobCounts::from(resp.summary);
+        let counts = resp.summary;
         assert_eq!(
             (counts.cancelled, counts.confirmed, counts.orders_cancelled),
             (1250, 1250, 2500)

@@ -1,4 +1,4 @@
-//! `process-order` (SPEC §6): places one buyer order into a batch, creating a
+//! `process-order` (behaviour §6): places one buyer order into a batch, creating a
 //! batch when none fits — all in one transaction.
 //!
 //! Concurrency, in lock order (key → category → batch row, never the reverse):
@@ -31,7 +31,8 @@ use crate::domain::pricing::{quote, PriceInput, Quote};
 use crate::domain::Fill;
 use crate::error::ApiError;
 use crate::store::orders::{self, NewOrder};
-use crate::store::StoreError;
+use crate::store::{OwnedTx, Sql};
+use tokio_postgres::error::SqlState;
 
 pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_QUANTITY: i64 = 1_000_000;
@@ -212,20 +213,94 @@ pub async fn run(
     req: ProcessOrderRequest,
     ctx: &JobContext<'_>,
 ) -> Result<(Value, bool), ApiError> {
-    let mut client = ctx.db.get().await?;
-    let tx = ctx.db.begin(&mut client).await?;
+    let client = ctx.db.get().await?;
+    let tx = ctx.db.begin_owned(client).await?;
+    // Everything up to the last write; any failure or a replay writes nothing.
+    let (order, response) = match prepare(&tx, &req, ctx).await {
+        Ok(Prepared::Order(order, response)) => (order, response),
+        Ok(Prepared::Replay(response)) => {
+            tx.rollback().await;
+            return Ok((response, false));
+        }
+        Err(e) => {
+            tx.rollback().await;
+            return Err(e);
+        }
+    };
+    let order_id = order.order_id;
+    let batch_id = order.placement.batch_id;
+    let is_new_batch = order.placement.is_new;
+    let fingerprint = req.fingerprint();
+    let qty = Decimal::from(req.quantity);
+    let new_order = NewOrder {
+        order_id,
+        order_number: &order.order_number,
+        buyer_id: req.buyer_id,
+        category: &req.product_category,
+        quantity: req.quantity,
+        buyer_total: order.quote.buyer_price * qty,
+        supplier_total: order.quote.factory_price * qty,
+        batch_id,
+        style_details: &req.style_details,
+        variant: &req.variant,
+        buyer_price_per_unit: order.quote.buyer_price,
+        contribution_margin: order.quote.total_margin,
+        idempotency: req
+            .idempotency_key
+            .as_deref()
+            .map(|k| (k, &fingerprint, &response)),
+    };
+    orders::place_order_and_commit(tx, &new_order)
+        .await
+        .map_err(|e| {
+            if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
+                ApiError::Unprocessable("buyerId does not name a known buyer".into())
+            } else {
+                e.into()
+            }
+        })?;
+    tracing::info!(
+        orderId = %order_id,
+        batchId = %batch_id,
+        buyerId = %req.buyer_id,
+        quantity = req.quantity,
+        isNewBatch = is_new_batch,
+        "order placed"
+    );
+    Ok((response, true))
+}
 
-    let sql = ctx.db.sql(&tx);
+/// What the transaction decided before its last write.
+enum Prepared {
+    /// The order to write, and the answer to give (and record for replays).
+    Order(Box<PricedOrder>, Value),
+    /// An earlier answer under the same idempotency key.
+    Replay(Value),
+}
+
+struct PricedOrder {
+    order_id: Uuid,
+    order_number: String,
+    placement: Placement,
+    quote: Quote,
+}
+
+/// Idempotency check, placement and pricing (§6 steps 1–4), in `tx`.
+async fn prepare(
+    tx: &OwnedTx,
+    req: &ProcessOrderRequest,
+    ctx: &JobContext<'_>,
+) -> Result<Prepared, ApiError> {
+    let sql = tx.sql();
     if let Some(key) = &req.idempotency_key {
         // The key's lock, then the lookup, in one round trip.
         if let Some(earlier) = orders::lock_key_and_find(&sql, key).await? {
-            // Nothing is written on either path; dropping `tx` rolls back.
             return match earlier.recorded {
                 Some((request, mut response)) if request == req.fingerprint() => {
                     if let Value::Object(map) = &mut response {
                         map.insert("idempotentReplay".into(), Value::Bool(true));
                     }
-                    Ok((response, false))
+                    Ok(Prepared::Replay(response))
                 }
                 _ => Err(ApiError::Conflict(
                     "idempotencyKey was already used with a different request".into(),
@@ -234,11 +309,11 @@ pub async fn run(
         }
     }
 
-    let placement = place(&tx, &req, ctx).await?;
+    let placement = place(&sql, req, ctx).await?;
     let fill_before = Fill::new(placement.current_quantity, placement.target_quantity)
         .map_err(|e| ApiError::Internal(format!("chosen batch has an {e}")))?;
     let quantity = i64::from(req.quantity);
-    let q = quote(&PriceInput {
+    let quote = quote(&PriceInput {
         unit_price_base: placement.unit_price_base,
         premium_percent: placement.premium_percent,
         style_count: placement.style_count_before + i64::from(!placement.has_variant),
@@ -259,69 +334,34 @@ pub async fn run(
         order_number: order_number.clone(),
         batch_id: placement.batch_id,
         is_new_batch: placement.is_new,
-        pricing: Pricing::of(&q),
-        savings: Savings::of(&q),
+        pricing: Pricing::of(&quote),
+        savings: Savings::of(&quote),
         batch_fill_percentage: fill_after.percentage(),
     };
     let response = serde_json::to_value(&response)
         .map_err(|e| ApiError::Internal(format!("serialize response: {e}")))?;
-    let fingerprint = req.fingerprint();
-    let qty = Decimal::from(quantity);
-    let order = NewOrder {
-        order_id,
-        order_number: &order_number,
-        buyer_id: req.buyer_id,
-        category: &req.product_category,
-        quantity: req.quantity,
-        buyer_total: q.buyer_price * qty,
-        supplier_total: q.factory_price * qty,
-        batch_id: placement.batch_id,
-        style_details: &req.style_details,
-        variant: &req.variant,
-        buyer_price_per_unit: q.buyer_price,
-        contribution_margin: q.total_margin,
-        idempotency: req
-            .idempotency_key
-            .as_deref()
-            .map(|k| (k, &fingerprint, &response)),
-    };
-    // The write goes out with the COMMIT (see `place_order_and_commit`).
-    let (placed, committed) = orders::place_order_and_commit(&sql, &order).await;
-    if committed.is_ok() {
-        // The transaction has ended on the server (committed, or rolled back
-        // after a failed write); dropping `tx` would send a stray ROLLBACK.
-        std::mem::forget(tx);
-    }
-    placed.map_err(|e| match &e {
-        StoreError::Db(db) if db.code().map(|c| c.code()) == Some("23503") => {
-            ApiError::Unprocessable("buyerId does not name a known buyer".into())
-        }
-        _ => e.into(),
-    })?;
-    committed?;
-    tracing::info!(
-        orderId = %order_id,
-        batchId = %placement.batch_id,
-        buyerId = %req.buyer_id,
-        quantity = req.quantity,
-        isNewBatch = placement.is_new,
-        "order placed"
-    );
-    Ok((response, true))
+    Ok(Prepared::Order(
+        Box::new(PricedOrder {
+            order_id,
+            order_number,
+            placement,
+            quote,
+        }),
+        response,
+    ))
 }
 
-/// Finds and locks the batch for the order, or opens one (SPEC §6 steps 2–3).
+/// Finds and locks the batch for the order, or opens one (behaviour §6 steps 2–3).
 async fn place(
-    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &Sql<'_, '_>,
     req: &ProcessOrderRequest,
     ctx: &JobContext<'_>,
 ) -> Result<Placement, ApiError> {
     let quantity = i64::from(req.quantity);
-    let sql = ctx.db.sql(tx);
     // Orders of one category take turns (see the module docs): the category's
     // lock, then the search, in one round trip.
     let found =
-        orders::lock_category_and_find_batch(&sql, &req.product_category, quantity, &req.variant)
+        orders::lock_category_and_find_batch(sql, &req.product_category, quantity, &req.variant)
             .await?;
     if let Some(f) = found {
         // Postgres checked these on the locked row; this guards the query's future.
@@ -344,11 +384,11 @@ async fn place(
             premium_percent: f.premium_percent,
         });
     }
-    let terms = orders::cheapest_supplier(&sql, quantity)
+    let terms = orders::cheapest_supplier(sql, quantity)
         .await?
         .ok_or_else(|| ApiError::Unprocessable("No suitable supplier found".into()))?;
     let (batch_id, _window) = orders::create_batch(
-        &sql,
+        sql,
         &req.product_category,
         &req.product_variant_base,
         &terms,

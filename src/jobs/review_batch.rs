@@ -1,4 +1,4 @@
-//! `review-batch` (SPEC §7): an admin approves or rejects a batch that
+//! `review-batch` (behaviour §7): an admin approves or rejects a batch that
 //! orchestrate held in `needs_review`. Approve is orchestrate's confirm, reject
 //! its cancel; both go through the same store functions, in one transaction
 //! that holds the batch row locked from the status check to the commit.

@@ -34,7 +34,8 @@ fn after_cursor(c: Option<Cursor>) -> &'static str {
 /// spent on work rather than on batches that are only reported. The thresholds
 /// come from the domain as parameters ($1 confirm, $2 nearing); the decision
 /// itself is still made in Rust on every fetched row. It must stay the exact
-/// complement of `Action::writes()`; the orchestrate tests pin every boundary.
+/// complement of `Action::writes()`; `tests/api/tier_filter.rs` proves it over
+/// generated facts, every 50/60/75 % boundary and target <= 0 included.
 const MAY_WRITE: &str = "(b.target_quantity > 0 AND (
         b.window_closes_at <= now()
      OR COALESCE(b.current_quantity, 0)::int8 * 100 >= b.target_quantity::int8 * $1

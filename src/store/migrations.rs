@@ -1,4 +1,4 @@
-//! Embedded schema migrations (SPEC §4).
+//! Embedded schema migrations (behaviour §4).
 //!
 //! The SQL files in `migrations/` are compiled into the binary and applied in
 //! order inside ONE transaction that first takes a transaction-scoped advisory

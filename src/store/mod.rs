@@ -12,11 +12,13 @@ pub mod orders;
 pub mod pool;
 pub mod sql;
 pub mod tls;
+pub mod tx;
 
 pub use pool::Db;
 pub use sql::Sql;
+pub use tx::OwnedTx;
 
-use crate::error::ApiError;
+use tokio_postgres::error::SqlState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -42,54 +44,38 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Connection-level failures and timeouts are outages (503); everything else
-/// is a bug or a data problem (500).
-fn is_outage(e: &tokio_postgres::Error) -> bool {
-    if e.is_closed() {
-        return true;
-    }
-    match e.code() {
-        Some(code) => {
-            let c = code.code();
-            // 08: connection exception; 57P0x: shutdown / cannot connect now;
-            // 53300: too many connections; 57014: statement timeout / cancelled;
-            // 55P03: lock_timeout.
-            c.starts_with("08")
-                || c.starts_with("57P")
-                || c == "53300"
-                || c == "57014"
-                || c == "55P03"
+impl StoreError {
+    /// The SQLSTATE of a server error, if this is one.
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            StoreError::Db(e) => e.code(),
+            StoreError::Unavailable(_) | StoreError::Unexpected(_) => None,
         }
+    }
+
+    /// Why the database is out of reach, in words a caller may see, when this
+    /// is an outage (connection lost, timeout, shutdown) rather than a bug or
+    /// a data problem. Never a host, user or secret.
+    pub fn outage(&self) -> Option<String> {
+        let e = match self {
+            StoreError::Unavailable(reason) => return Some(reason.clone()),
+            StoreError::Unexpected(_) => return None,
+            StoreError::Db(e) => e,
+        };
         // No SQLSTATE: the failure happened below the protocol (IO, TLS, closed socket).
-        None => true,
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match &e {
-            // Our own words: which part failed, never a host, user or secret.
-            StoreError::Unavailable(reason) => {
-                ApiError::Unavailable(format!("Database unavailable: {reason}"))
-            }
-            StoreError::Db(db) if is_outage(db) => {
-                tracing::error!(error = %e, "database unavailable");
-                let reason = match db.code().map(|c| c.code()) {
-                    Some("57014") => "a statement timed out",
-                    Some("55P03") => "timed out waiting for a lock",
-                    Some("53300") => "too many connections",
-                    Some(c) if c.starts_with("57P") => "the database is shutting down",
-                    _ => "the connection was lost",
-                };
-                ApiError::Unavailable(format!("Database unavailable: {reason}"))
-            }
-            StoreError::Db(_) | StoreError::Unexpected(_) => ApiError::Internal(e.to_string()),
-        }
-    }
-}
-
-impl From<tokio_postgres::Error> for ApiError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::from(e).into()
+        let Some(code) = e.code().filter(|_| !e.is_closed()) else {
+            return Some("the connection was lost".into());
+        };
+        let reason = match code {
+            c if *c == SqlState::QUERY_CANCELED => "a statement timed out",
+            c if *c == SqlState::LOCK_NOT_AVAILABLE => "timed out waiting for a lock",
+            c if *c == SqlState::TOO_MANY_CONNECTIONS => "too many connections",
+            // 57P01..57P05: admin or crash shutdown, cannot connect now, idle timeouts.
+            c if c.code().starts_with("57P") => "the database is shutting down",
+            // Class 08: connection exception.
+            c if c.code().starts_with("08") => "the connection was lost",
+            _ => return None,
+        };
+        Some(reason.into())
     }
 }

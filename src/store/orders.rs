@@ -9,7 +9,8 @@ use serde_json::Value;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::{Sql, StoreError};
+use super::sql::named;
+use super::{OwnedTx, Sql, StoreError};
 
 /// Advisory-lock namespaces (the two-key form), so locks of different kinds never meet.
 const LOCK_IDEMPOTENCY_KEY: i32 = 0x6270_0001;
@@ -72,7 +73,7 @@ pub struct BatchFacts {
 }
 
 /// Locks the fullest `filling` batch of `category` whose window is open and
-/// that has room for `quantity` and for the style (SPEC §6 step 2), and reads
+/// that has room for `quantity` and for the style (behaviour §6 step 2), and reads
 /// what pricing needs of it.
 ///
 /// First it takes the category's lock (orders of one category take turns, see
@@ -143,7 +144,7 @@ pub struct SupplierTerms {
 }
 
 /// The cheapest active supplier that can take `quantity` in one batch
-/// (ties: lead time, then supplier id) — SPEC §6 step 3.
+/// (ties: lead time, then supplier id) — behaviour §6 step 3.
 pub async fn cheapest_supplier(
     client: &Sql<'_, '_>,
     quantity: i64,
@@ -223,58 +224,55 @@ pub struct NewOrder<'a> {
 
 /// The order, its contribution, the batch's new totals and the idempotency
 /// record, in one statement, sent with the `COMMIT` (see
-/// [`Sql::execute_then_commit`]): the server runs both without waiting for us,
-/// so the category and batch locks are held for one client round trip less —
-/// what limits a hot category. Returns (the write, the end of the transaction).
-pub async fn place_order_and_commit(
-    client: &Sql<'_, '_>,
-    o: &NewOrder<'_>,
-) -> (Result<(), StoreError>, Result<(), StoreError>) {
+/// [`OwnedTx::execute_then_commit`]): the server runs both without waiting for
+/// us, so the category and batch locks are held for one client round trip
+/// less — what limits a hot category. Ends the transaction either way.
+pub async fn place_order_and_commit(tx: OwnedTx, o: &NewOrder<'_>) -> Result<(), StoreError> {
     let key = o.idempotency.map(|(k, _, _)| k);
     let request = o.idempotency.map(|(_, req, _)| req);
     let response = o.idempotency.map(|(_, _, resp)| resp);
-    client
-        .execute_then_commit(
-            "WITH new_order AS (
-                 INSERT INTO orders (id, order_number, buyer_id, product_type, quantity, status,
-                                     workflow_status, payment_status, buyer_price, supplier_price,
-                                     idempotency_key)
-                 VALUES ($1, $2, $3, $4, $5, 'pending', 'awaiting_payment', 'pending', $6, $7, $8)
-                 RETURNING id
-             ), contribution AS (
-                 INSERT INTO batch_contributions (batch_id, order_id, quantity, style_details,
-                                                  buyer_price_per_unit, contribution_margin)
-                 SELECT $9, id, $5, $10, $11, $12 FROM new_order
-             ), batch AS (
-                 UPDATE production_batches b
-                    SET current_quantity = COALESCE(b.current_quantity, 0) + $5,
-                        current_style_count = (
-                            SELECT count(DISTINCT v) FROM (
-                                SELECT c.style_details ->> 'variant' AS v
-                                  FROM batch_contributions c WHERE c.batch_id = $9
-                                UNION ALL SELECT $13) styles),
-                        updated_at = now()
-                  WHERE b.id = $9
-             )
-             INSERT INTO order_idempotency (idempotency_key, order_id, request, response)
-             SELECT $8, id, $14, $15 FROM new_order WHERE $8::text IS NOT NULL",
-            &[
-                (&o.order_id, Type::UUID),
-                (&o.order_number, Type::TEXT),
-                (&o.buyer_id, Type::UUID),
-                (&o.category, Type::TEXT),
-                (&o.quantity, Type::INT4),
-                (&o.buyer_total, Type::NUMERIC),
-                (&o.supplier_total, Type::NUMERIC),
-                (&key, Type::TEXT),
-                (&o.batch_id, Type::UUID),
-                (&o.style_details, Type::JSONB),
-                (&o.buyer_price_per_unit, Type::NUMERIC),
-                (&o.contribution_margin, Type::NUMERIC),
-                (&o.variant, Type::TEXT),
-                (&request, Type::JSONB),
-                (&response, Type::JSONB),
-            ],
-        )
-        .await
+    let (sql, params) = named(
+        "WITH new_order AS (
+             INSERT INTO orders (id, order_number, buyer_id, product_type, quantity, status,
+                                 workflow_status, payment_status, buyer_price, supplier_price,
+                                 idempotency_key)
+             VALUES (:order_id, :order_number, :buyer_id, :category, :quantity, 'pending',
+                     'awaiting_payment', 'pending', :buyer_total, :supplier_total, :key)
+             RETURNING id
+         ), contribution AS (
+             INSERT INTO batch_contributions (batch_id, order_id, quantity, style_details,
+                                              buyer_price_per_unit, contribution_margin)
+             SELECT :batch_id, id, :quantity, :style_details, :unit_price, :margin FROM new_order
+         ), batch AS (
+             UPDATE production_batches b
+                SET current_quantity = COALESCE(b.current_quantity, 0) + :quantity,
+                    current_style_count = (
+                        SELECT count(DISTINCT v) FROM (
+                            SELECT c.style_details ->> 'variant' AS v
+                              FROM batch_contributions c WHERE c.batch_id = :batch_id
+                            UNION ALL SELECT :variant) styles),
+                    updated_at = now()
+              WHERE b.id = :batch_id
+         )
+         INSERT INTO order_idempotency (idempotency_key, order_id, request, response)
+         SELECT :key, id, :request, :response FROM new_order WHERE :key::text IS NOT NULL",
+        &[
+            ("order_id", &o.order_id, Type::UUID),
+            ("order_number", &o.order_number, Type::TEXT),
+            ("buyer_id", &o.buyer_id, Type::UUID),
+            ("category", &o.category, Type::TEXT),
+            ("quantity", &o.quantity, Type::INT4),
+            ("buyer_total", &o.buyer_total, Type::NUMERIC),
+            ("supplier_total", &o.supplier_total, Type::NUMERIC),
+            ("key", &key, Type::TEXT),
+            ("batch_id", &o.batch_id, Type::UUID),
+            ("style_details", &o.style_details, Type::JSONB),
+            ("unit_price", &o.buyer_price_per_unit, Type::NUMERIC),
+            ("margin", &o.contribution_margin, Type::NUMERIC),
+            ("variant", &o.variant, Type::TEXT),
+            ("request", &request, Type::JSONB),
+            ("response", &response, Type::JSONB),
+        ],
+    )?;
+    tx.execute_then_commit(&sql, &params).await
 }

@@ -25,12 +25,13 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
     Transaction,
 };
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Mutex, RwLock};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::tls::{self, SslMode};
+use super::tls;
 use super::{Sql, StoreError};
-use crate::configuration::{PoolerMode, Settings};
+use crate::configuration::{PoolerMode, Settings, SslMode};
 use crate::secrets::{DbSecret, SecretError, SecretsManager};
 
 /// How long connecting, or waiting for a free connection, may take.
@@ -68,9 +69,11 @@ impl Db {
     /// Checks the configuration and prepares TLS; connects to nothing.
     pub fn new(settings: &Settings) -> Result<Self, DbConfigError> {
         let source = match (&settings.database_url, &settings.db_secret_id) {
-            (Some(url), _) => {
-                Source::Url(Box::new(url.parse().map_err(|_| DbConfigError::BadUrl)?))
-            }
+            (Some(url), _) => Source::Url(Box::new(
+                url.expose_secret()
+                    .parse()
+                    .map_err(|_| DbConfigError::BadUrl)?,
+            )),
             (None, Some(id)) => Source::Secret(Box::new(SecretsManager::new(id.clone()))),
             (None, None) => return Err(DbConfigError::NoDatabase),
         };
@@ -83,6 +86,10 @@ impl Db {
             current: RwLock::new(None),
             rebuilding: Mutex::new(()),
         })
+    }
+
+    pub(super) fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// A connection, opening the pool (and reading the secret) on first use.
@@ -129,7 +136,7 @@ impl Db {
     }
 
     /// The `jwtSecret` of the database secret, when there is one.
-    pub async fn jwt_secret(&self) -> Result<Option<String>, StoreError> {
+    pub async fn jwt_secret(&self) -> Result<Option<SecretString>, StoreError> {
         match &self.source {
             Source::Url(_) => Ok(None),
             Source::Secret(sm) => Ok(sm.get(false).await.map_err(secret_unavailable)?.jwt_secret),
@@ -183,7 +190,7 @@ impl Db {
         if pg.get_application_name().is_none() {
             pg.application_name("batch-processor");
         }
-        pg.ssl_mode(ssl_mode(&self.source, &self.settings).wire());
+        pg.ssl_mode(tls::wire(ssl_mode(&self.source, &self.settings)));
         if self.settings.pooler == PoolerMode::Session {
             let ms = self.settings.statement_timeout.as_millis();
             let mut options = pg
@@ -242,7 +249,7 @@ fn config_from_secret(
     pg.host(host)
         .port(secret.port.or(settings.db_port).unwrap_or(5432))
         .user(&secret.username)
-        .password(&secret.password)
+        .password(secret.password.expose_secret())
         .dbname(
             secret
                 .dbname

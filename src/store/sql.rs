@@ -18,7 +18,9 @@ use tokio_postgres::{Row, Statement};
 
 use super::StoreError;
 
-pub type Params<'p> = [(&'p (dyn ToSql + Sync), Type)];
+/// One bound parameter: its value and its Postgres type.
+pub type Param<'p> = (&'p (dyn ToSql + Sync), Type);
+pub type Params<'p> = [Param<'p>];
 
 /// A transaction or a connection, and whether it may prepare statements.
 pub enum Sql<'a, 'b> {
@@ -33,7 +35,7 @@ pub enum Sql<'a, 'b> {
 }
 
 /// A statement to run: prepared (and cached) or, behind a pooler, its text.
-enum Ready<'s> {
+pub(super) enum Ready<'s> {
     Prepared(Statement),
     Unnamed(&'s str),
 }
@@ -46,7 +48,11 @@ impl Sql<'_, '_> {
     }
 
     /// Prepares `sql` (a cache hit after the first time on a connection).
-    async fn ready<'s>(&self, sql: &'s str, params: &Params<'_>) -> Result<Ready<'s>, StoreError> {
+    pub(super) async fn ready<'s>(
+        &self,
+        sql: &'s str,
+        params: &Params<'_>,
+    ) -> Result<Ready<'s>, StoreError> {
         if !self.prepares() {
             return Ok(Ready::Unnamed(sql));
         }
@@ -59,7 +65,11 @@ impl Sql<'_, '_> {
 
     /// Runs a ready statement. Its request is sent on the first poll, which
     /// is what lets [`Sql::pipeline`] keep statements in order.
-    async fn run(&self, ready: &Ready<'_>, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
+    pub(super) async fn run(
+        &self,
+        ready: &Ready<'_>,
+        params: &Params<'_>,
+    ) -> Result<Vec<Row>, StoreError> {
         Ok(match (self, ready) {
             (Sql::Tx { tx, .. }, Ready::Unnamed(sql)) => tx.query_typed(sql, params).await?,
             (Sql::Client { client, .. }, Ready::Unnamed(sql)) => {
@@ -92,30 +102,6 @@ impl Sql<'_, '_> {
         Ok((ra?, rb?))
     }
 
-    /// Runs a statement and `COMMIT` in one round trip (a transaction only).
-    /// The first result is the statement's; the second says whether the
-    /// transaction has ended on the server — committed, or rolled back because
-    /// the statement failed (Postgres answers COMMIT in a failed transaction
-    /// with a rollback).
-    pub async fn execute_then_commit(
-        &self,
-        sql: &str,
-        params: &Params<'_>,
-    ) -> (Result<(), StoreError>, Result<(), StoreError>) {
-        let Sql::Tx { tx, .. } = self else {
-            return (
-                Err(StoreError::Unexpected("COMMIT outside a transaction")),
-                Ok(()),
-            );
-        };
-        let ready = match self.ready(sql, params).await {
-            Ok(r) => r,
-            Err(e) => return (Err(e), Err(StoreError::Unexpected("not sent"))),
-        };
-        let (ran, committed) = in_order(self.run(&ready, params), tx.batch_execute("COMMIT")).await;
-        (ran.map(|_| ()), committed.map_err(StoreError::from))
-    }
-
     pub async fn query_opt(
         &self,
         sql: &str,
@@ -139,6 +125,52 @@ impl Sql<'_, '_> {
     }
 }
 
+/// A statement with named parameters (`:order_id`), bound from one list of
+/// `(name, value, type)`: each name becomes `$n` in list order, so a long
+/// statement's parameters are written next to their names, in one place.
+/// `::type` casts are left alone. A name in the text but not in the list (or
+/// the reverse) is a bug, reported as [`StoreError::Unexpected`].
+pub fn named<'p>(
+    sql: &str,
+    params: &[(&str, &'p (dyn ToSql + Sync), Type)],
+) -> Result<(String, Vec<Param<'p>>), StoreError> {
+    let mut out = String::with_capacity(sql.len());
+    let mut used = vec![false; params.len()];
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let is_param = bytes[i] == b':'
+            && (i == 0 || bytes[i - 1] != b':')
+            && bytes.get(i + 1).is_some_and(|b| b.is_ascii_lowercase());
+        if !is_param {
+            let next = sql[i..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&sql[i..i + next]);
+            i += next;
+            continue;
+        }
+        let end = sql[i + 1..]
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .map_or(sql.len(), |n| i + 1 + n);
+        let name = &sql[i + 1..end];
+        let n = params
+            .iter()
+            .position(|(p, _, _)| *p == name)
+            .ok_or(StoreError::Unexpected("a named parameter has no value"))?;
+        used[n] = true;
+        out.push_str(&format!("${}", n + 1));
+        i = end;
+    }
+    if used.contains(&false) {
+        return Err(StoreError::Unexpected(
+            "a named parameter is not in the statement",
+        ));
+    }
+    Ok((
+        out,
+        params.iter().map(|(_, v, t)| (*v, t.clone())).collect(),
+    ))
+}
+
 fn values<'p>(params: &'p Params<'p>) -> Vec<&'p (dyn ToSql + Sync)> {
     params.iter().map(|(v, _)| *v).collect()
 }
@@ -146,11 +178,37 @@ fn values<'p>(params: &'p Params<'p>) -> Vec<&'p (dyn ToSql + Sync)> {
 /// Polls `a` once — which sends its request — before `b` is polled at all,
 /// then drives both. Order on the wire is then `a`, `b` whatever order a
 /// join would poll them in.
-async fn in_order<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+pub(super) async fn in_order<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     let mut a = pin!(a);
     let first = std::future::poll_fn(|cx| Poll::Ready(a.as_mut().poll(cx))).await;
     match first {
         Poll::Ready(out) => (out, b.await),
         Poll::Pending => tokio::join!(a, b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_parameters_become_positional_in_list_order() {
+        let (a, b) = (1i32, "x");
+        let (sql, params) = named(
+            "SELECT :b::text, :a, :b, ':a' || 'x::int', 1::int8",
+            &[("a", &a, Type::INT4), ("b", &b, Type::TEXT)],
+        )
+        .unwrap();
+        // Casts stay; names become $n even inside the literal (never write one there).
+        assert_eq!(sql, "SELECT $2::text, $1, $2, '$1' || 'x::int', 1::int8");
+        assert_eq!(params.len(), 2);
+        assert_eq!(params[0].1, Type::INT4);
+    }
+
+    #[test]
+    fn a_missing_or_unused_name_is_an_error() {
+        let a = 1i32;
+        assert!(named("SELECT :a, :zz", &[("a", &a, Type::INT4)]).is_err());
+        assert!(named("SELECT 1", &[("a", &a, Type::INT4)]).is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! TLS to Postgres with rustls (SPEC §8 `DB_SSLMODE`, `DB_CA_FILE`), with the
+//! TLS to Postgres with rustls (behaviour §8 `DB_SSLMODE`, `DB_CA_FILE`), with the
 //! aws-lc-rs provider only — the one the AWS SDK already brings — handed to
 //! each `ClientConfig` explicitly, so no process-wide provider is installed
 //! and `ring` is not compiled.
@@ -18,32 +18,14 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    Disable,
-    Prefer,
-    Require,
-    VerifyFull,
-}
+use crate::configuration::SslMode;
 
-impl SslMode {
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "disable" => Some(SslMode::Disable),
-            "prefer" => Some(SslMode::Prefer),
-            "require" => Some(SslMode::Require),
-            "verify-full" => Some(SslMode::VerifyFull),
-            _ => None,
-        }
-    }
-
-    /// What tokio-postgres itself enforces (TLS or not); verification is the connector's.
-    pub fn wire(&self) -> tokio_postgres::config::SslMode {
-        match self {
-            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
-        }
+/// What tokio-postgres itself enforces (TLS or not); verification is the connector's.
+pub fn wire(mode: SslMode) -> tokio_postgres::config::SslMode {
+    match mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
     }
 }
 

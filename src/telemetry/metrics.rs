@@ -1,4 +1,4 @@
-//! One CloudWatch Embedded Metric Format line per job (SPEC §9).
+//! One CloudWatch Embedded Metric Format line per job (behaviour §9).
 //!
 //! The EMF specification: a JSON object whose `_aws` member declares, for a
 //! timestamp in milliseconds, the namespace, the dimension sets and the metric
@@ -11,24 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Map, Value};
 
-pub const NAMESPACE: &str = "BatchProcessor";
+use crate::domain::Counts;
 
-/// What one job did, for the summary log line and the metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct JobCounts {
-    pub confirmed: u64,
-    pub needs_review: u64,
-    pub cancelled: u64,
-    pub nearing_target: u64,
-    pub skipped: u64,
-    pub orders_cancelled: u64,
-    pub orders_placed: u64,
-}
+pub const NAMESPACE: &str = "BatchProcessor";
 
 /// The metric line for one job. `job_type` is `unknown` when the request had none.
 pub fn emf_line(
     job_type: &str,
-    counts: &JobCounts,
+    counts: &Counts,
     duration_ms: u64,
     error: bool,
     request_id: &str,
@@ -100,11 +90,11 @@ mod tests {
 
     #[test]
     fn emf_line_follows_the_specification() {
-        let counts = JobCounts {
+        let counts = Counts {
             confirmed: 2,
             cancelled: 1,
             orders_cancelled: 12,
-            ..JobCounts::default()
+            ..Counts::default()
         };
         let v: Value =
             serde_json::from_str(&emf_line("orchestrate", &counts, 42, false, "r-1")).unwrap();

@@ -1,4 +1,4 @@
-//! Logs and metrics (SPEC §9).
+//! Logs and metrics (behaviour §9).
 //!
 //! - One JSON object per line on Lambda (CloudWatch reads them as structured
 //!   logs), readable text locally; the level comes from `AWS_LAMBDA_LOG_LEVEL`

@@ -1,4 +1,4 @@
-//! Masking personal data out of log lines (SPEC §9).
+//! Masking personal data out of log lines (behaviour §9).
 //!
 //! Every line the logger writes passes through [`redact_line`] (see
 //! [`super::RedactingWriter`]), so no call site can forget it. It masks, at any

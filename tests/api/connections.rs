@@ -1,4 +1,4 @@
-//! Credentials and connections as production needs them (SPEC §8): Secrets
+//! Credentials and connections as production needs them (behaviour §8): Secrets
 //! Manager with rotation, TLS, outages, slow statements, and a transaction-mode
 //! pooler — each against the real thing.
 

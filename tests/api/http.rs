@@ -1,4 +1,4 @@
-//! Every event source and HTTP rule of SPEC §2, on AWS's own sample events.
+//! Every event source and HTTP rule of behaviour §2, on AWS's own sample events.
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -221,7 +221,7 @@ async fn direct_invocation_errors_fail_the_invocation_with_the_json_error() {
         assert_eq!(
             body.as_object().unwrap().len(),
             3,
-            "exactly the SPEC's fields"
+            "exactly the documented fields"
         );
         let diag: lambda_runtime::Diagnostic = err.clone().into();
         assert_eq!(diag.error_message, err.message);

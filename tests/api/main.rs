@@ -14,3 +14,4 @@ mod orchestrate;
 mod process_order;
 mod reliability;
 mod review_batch;
+mod tier_filter;

@@ -89,7 +89,7 @@ fn order_id(n: u32) -> Uuid {
     fixture_id("0d000000", n)
 }
 
-/// The upgrade path of SPEC §4.2: the original Supabase tables, with rows and
+/// The upgrade path of behaviour §4.2: the original Supabase tables, with rows and
 /// foreign columns, migrated in place; then the jobs run on them.
 #[tokio::test]
 async fn the_original_database_is_upgraded_in_place_and_the_jobs_work_on_it() {

@@ -1,4 +1,4 @@
-//! What operators see (SPEC §9): JSON log lines with the request id, personal
+//! What operators see (behaviour §9): JSON log lines with the request id, personal
 //! data masked wherever it appears, batch ids whole, one EMF line per job.
 
 use std::sync::{Arc, Mutex};

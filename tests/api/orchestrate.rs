@@ -5,7 +5,7 @@ use crate::helpers::*;
 
 const HOUR: f64 = 3600.0;
 
-/// Every tier of SPEC §5 at its exact boundaries, in one run.
+/// Every tier of behaviour §5 at its exact boundaries, in one run.
 #[tokio::test]
 async fn every_tier_at_its_exact_boundary() {
     let t = TestApp::spawn().await;
@@ -96,7 +96,7 @@ async fn every_tier_at_its_exact_boundary() {
     assert_eq!(windows, sorted);
 }
 
-/// Confirm writes exactly what SPEC §5 lists, with decimal money.
+/// Confirm writes exactly what behaviour §5 lists, with decimal money.
 #[tokio::test]
 async fn confirm_creates_one_supplier_order_with_exact_totals() {
     let t = TestApp::spawn().await;

@@ -473,7 +473,7 @@ async fn drill_sql_looking_strings_are_stored_verbatim() {
 
 mod hostile {
     //! Property tests: arbitrary events, bodies and tokens never panic and
-    //! always answer in the SPEC's shape with a 4xx (or a 2xx for valid input).
+    //! always answer in the documented shape with a 4xx (or a 2xx for valid input).
 
     use super::*;
     use proptest::prelude::*;

@@ -1,0 +1,77 @@
+//! What a job did, counted once: the orchestrate answer's `summary`, the
+//! summary log line and the EMF metrics all read this one type.
+
+use serde::Serialize;
+
+use super::tier::Outcome;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub confirmed: u64,
+    pub needs_review: u64,
+    pub cancelled: u64,
+    pub nearing_target: u64,
+    pub skipped: u64,
+    pub orders_cancelled: u64,
+    /// process-order's count; batch answers never carry it.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub orders_placed: u64,
+}
+
+impl Counts {
+    /// Counts one reported batch. The match is exhaustive: a new outcome
+    /// does not compile until it is counted somewhere.
+    pub fn record(&mut self, outcome: Outcome, orders_cancelled: u64) {
+        let slot = match outcome {
+            Outcome::Confirmed => &mut self.confirmed,
+            Outcome::NeedsReview => &mut self.needs_review,
+            Outcome::Cancelled => &mut self.cancelled,
+            Outcome::NearingTarget => &mut self.nearing_target,
+            Outcome::Skipped => &mut self.skipped,
+        };
+        *slot += 1;
+        self.orders_cancelled += orders_cancelled;
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_has_its_own_counter() {
+        let mut c = Counts::default();
+        for (o, cancelled) in [
+            (Outcome::Confirmed, 0),
+            (Outcome::NeedsReview, 0),
+            (Outcome::NeedsReview, 0),
+            (Outcome::Cancelled, 4),
+            (Outcome::NearingTarget, 0),
+            (Outcome::Skipped, 0),
+        ] {
+            c.record(o, cancelled);
+        }
+        let expected = Counts {
+            confirmed: 1,
+            needs_review: 2,
+            cancelled: 1,
+            nearing_target: 1,
+            skipped: 1,
+            orders_cancelled: 4,
+            orders_placed: 0,
+        };
+        assert_eq!(c, expected);
+        let wire = serde_json::to_value(c).unwrap();
+        assert_eq!(
+            wire,
+            serde_json::json!({"confirmed": 1, "needsReview": 2, "cancelled": 1,
+                               "nearingTarget": 1, "skipped": 1, "ordersCancelled": 4}),
+            "the summary keeps its wire names and has no ordersPlaced"
+        );
+    }
+}
