@@ -58,6 +58,7 @@ build-native: tools ## the release bootstrap for this machine's architecture (no
 	$(CARGO) lambda build --release --compiler cargo
 
 bench: ## the scale benchmark (BENCHMARKS.md); BENCH_ARGS="--batches 1000000 --skip-original"
+	@mkdir -p target
 	DATABASE_URL="$$(scripts/pg.sh)" $(CARGO) bench --bench scale -- --report target/bench-report.md $(BENCH_ARGS)
 
 tools: $(TOOLS_STAMP) ## install the tools into .venv (and pgbouncer, when root)
