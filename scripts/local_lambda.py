@@ -276,6 +276,10 @@ def cmd_e2e(args):
         "http-api-orchestrate.json": lambda a: a["statusCode"] == 200 and proxy_body(a)["dryRun"],
         "http-api-jwt-authorizer-orchestrate.json": lambda a: a["statusCode"] == 200
             and proxy_body(a)["success"],
+        # A Supabase admin user as API Gateway's JWT authorizer hands the claims over: all strings,
+        # app_metadata in Go's map rendering.
+        "http-api-jwt-authorizer-admin-user.json": lambda a: a["statusCode"] == 200
+            and proxy_body(a)["success"],
         "http-api-options.json": lambda a: a["statusCode"] == 204
             and a["headers"]["access-control-allow-origin"] == "https://shop.example.com"
             and a["headers"]["access-control-allow-methods"] == "POST, OPTIONS",

@@ -5,11 +5,11 @@
 
 use std::time::Instant;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::auth::{Authenticator, Credentials, Principal};
+use crate::auth::{Authenticator, Credentials, Principal, Scheme};
 use crate::configuration::{AuthMode, Settings};
 use crate::domain::Counts;
 use crate::error::ApiError;
@@ -39,7 +39,7 @@ impl App {
             tracing::warn!("AUTH_MODE=none: HTTP requests are NOT authenticated; use this for local development only");
         }
         let db = Db::new(&settings)?;
-        let auth = Authenticator::new(settings.auth_mode);
+        let auth = Authenticator::new(&settings);
         Ok(App {
             settings,
             auth,
@@ -54,16 +54,12 @@ impl App {
     }
 
     /// The HS256 secret: `JWT_SECRET`, else the database secret's `jwtSecret`
-    /// (read only when a bearer token has to be checked).
-    pub async fn jwt_secret(&self) -> Result<SecretString, ApiError> {
+    /// (read only when an HS256 token has to be checked).
+    pub async fn jwt_secret(&self) -> Result<Option<SecretString>, ApiError> {
         if let Some(secret) = &self.settings.jwt_secret {
-            return Ok(secret.clone());
+            return Ok(Some(secret.clone()));
         }
-        self.db.jwt_secret().await?.ok_or_else(|| {
-            ApiError::Internal(
-                "no JWT secret: set JWT_SECRET or jwtSecret in the database secret".into(),
-            )
-        })
+        Ok(self.db.jwt_secret().await?)
     }
 }
 
@@ -225,8 +221,11 @@ impl App {
         {
             Credentials::Settled(principal) => Ok(principal),
             Credentials::Bearer(token) => {
-                let secret = self.jwt_secret().await?;
-                self.auth.verify(token, secret.expose_secret())
+                let secret = match Authenticator::scheme(token)? {
+                    Scheme::SharedSecret => self.jwt_secret().await?,
+                    Scheme::KeySet => None,
+                };
+                self.auth.verify(token, secret.as_ref()).await
             }
         }
     }

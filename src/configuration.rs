@@ -66,12 +66,32 @@ pub struct Settings {
     pub pooler: PoolerMode,
     pub auth_mode: AuthMode,
     pub jwt_secret: Option<SecretString>,
+    /// Where the asymmetric signing keys are and whose tokens they sign
+    /// (`SUPABASE_URL`, or `JWT_JWKS_URL` + `JWT_ISSUER`); `None`: HS256 only.
+    pub jwks: Option<JwksSettings>,
+    /// A token naming an unknown `kid` refetches the key set at most this often.
+    pub jwks_min_refetch: Duration,
+    /// Anonymous sign-ins (`is_anonymous: true`) may place orders.
+    pub allow_anonymous_buyers: bool,
     pub orchestrate_lookahead_hours: i32,
     pub orchestrate_chunk_size: i64,
     pub batch_window_days: i32,
     pub deadline_margin: Duration,
     pub cors_allow_origin: String,
 }
+
+/// The JWKS endpoint and the issuer its keys sign for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksSettings {
+    pub url: http::Uri,
+    pub issuer: String,
+}
+
+/// Set by AWS Lambda itself on every runtime (`on-demand`,
+/// `provisioned-concurrency`, `snap-start`); `cargo lambda watch` does not
+/// set it. `AWS_EXECUTION_ENV` would not do: the `provided.*` runtimes a
+/// Rust function runs on leave it unset.
+pub const ON_LAMBDA_SIGNAL: &str = "AWS_LAMBDA_INITIALIZATION_TYPE";
 
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -90,6 +110,13 @@ impl Settings {
                 )))
             }
         };
+        if auth_mode == AuthMode::None && get(ON_LAMBDA_SIGNAL).is_some() {
+            return Err(ConfigError(
+                "AUTH_MODE=none turns authentication off and is refused on AWS Lambda; \
+                 it is for local development only"
+                    .into(),
+            ));
+        }
         let pooler = match get("DB_POOLER").as_deref().map(str::to_ascii_lowercase) {
             None => PoolerMode::Session,
             Some(v) if v == "session" || v == "none" => PoolerMode::Session,
@@ -131,6 +158,15 @@ impl Settings {
             pooler,
             auth_mode,
             jwt_secret: get("JWT_SECRET").map(SecretString::from),
+            jwks: jwks_settings(&get)?,
+            jwks_min_refetch: Duration::from_secs(number(
+                &get,
+                "JWKS_MIN_REFETCH_SECS",
+                30,
+                1,
+                3600,
+            )?),
+            allow_anonymous_buyers: boolean(&get, "ALLOW_ANONYMOUS_BUYERS")?,
             orchestrate_lookahead_hours: number(
                 &get,
                 "ORCHESTRATE_LOOKAHEAD_HOURS",
@@ -149,6 +185,76 @@ impl Settings {
             )?),
             cors_allow_origin: get("CORS_ALLOW_ORIGIN").unwrap_or_else(|| "*".to_owned()),
         })
+    }
+}
+
+/// `SUPABASE_URL` gives both the JWKS URL and the issuer; `JWT_JWKS_URL` and
+/// `JWT_ISSUER` set (or override) them for another issuer.
+fn jwks_settings(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<JwksSettings>, ConfigError> {
+    let base = get("SUPABASE_URL").map(|u| u.trim().trim_end_matches('/').to_owned());
+    let url = get("JWT_JWKS_URL")
+        .map(|u| u.trim().to_owned())
+        .or_else(|| {
+            base.as_ref()
+                .map(|b| format!("{b}/auth/v1/.well-known/jwks.json"))
+        });
+    let issuer = get("JWT_ISSUER")
+        .map(|i| i.trim().to_owned())
+        .or_else(|| base.as_ref().map(|b| format!("{b}/auth/v1")));
+    let (url, issuer) = match (url, issuer) {
+        (None, None) => return Ok(None),
+        (Some(url), Some(issuer)) => (url, issuer),
+        (Some(_), None) => {
+            return Err(ConfigError(
+                "JWT_JWKS_URL needs JWT_ISSUER (or SUPABASE_URL): tokens are checked against their issuer".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError(
+                "JWT_ISSUER needs JWT_JWKS_URL (or SUPABASE_URL)".into(),
+            ))
+        }
+    };
+    let name = if get("JWT_JWKS_URL").is_some() {
+        "JWT_JWKS_URL"
+    } else {
+        "SUPABASE_URL"
+    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| ConfigError(format!("{name} is not a URL")))?;
+    let host = uri.host().unwrap_or("");
+    match uri.scheme_str() {
+        Some("https") if !host.is_empty() => {}
+        Some("http") if is_loopback(host) => {}
+        Some("http") => {
+            return Err(ConfigError(format!(
+                "{name} must be https (plain http only for a loopback host in local development)"
+            )))
+        }
+        _ => return Err(ConfigError(format!("{name} must be an https URL"))),
+    }
+    Ok(Some(JwksSettings { url: uri, issuer }))
+}
+
+/// `localhost`, 127.0.0.0/8 or `[::1]`.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn boolean(get: &impl Fn(&str) -> Option<String>, key: &str) -> Result<bool, ConfigError> {
+    match get(key).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("false") | Some("0") | Some("no") => Ok(false),
+        Some("true") | Some("1") | Some("yes") => Ok(true),
+        Some(other) => Err(ConfigError(format!(
+            "{key} must be true or false, not {other:?}"
+        ))),
     }
 }
 
@@ -209,10 +315,80 @@ mod tests {
             ("DB_SSLMODE", "verify-ca"),
             ("DB_PORT", "99999"),
             ("DB_STATEMENT_TIMEOUT_MS", "5"),
+            ("ALLOW_ANONYMOUS_BUYERS", "maybe"),
+            ("JWKS_MIN_REFETCH_SECS", "0"),
         ] {
             let err = settings(&[(k, v)]).unwrap_err().to_string();
             assert!(err.contains(k), "{err}");
         }
+    }
+
+    #[test]
+    fn supabase_url_gives_the_jwks_url_and_the_issuer() {
+        let s = settings(&[("SUPABASE_URL", "https://abcd.supabase.co/")]).unwrap();
+        let jwks = s.jwks.unwrap();
+        assert_eq!(
+            jwks.url.to_string(),
+            "https://abcd.supabase.co/auth/v1/.well-known/jwks.json"
+        );
+        assert_eq!(jwks.issuer, "https://abcd.supabase.co/auth/v1");
+        let other = settings(&[
+            ("JWT_JWKS_URL", "https://id.example.com/keys"),
+            ("JWT_ISSUER", "https://id.example.com"),
+        ])
+        .unwrap()
+        .jwks
+        .unwrap();
+        assert_eq!(other.issuer, "https://id.example.com");
+        assert_eq!(settings(&[]).unwrap().jwks, None);
+        assert_eq!(
+            settings(&[]).unwrap().jwks_min_refetch,
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn jwks_urls_must_be_https_except_on_loopback() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:9",
+            "https://x.supabase.co",
+        ] {
+            assert!(settings(&[("SUPABASE_URL", ok)]).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://abcd.supabase.co",
+            "http://10.0.0.1",
+            "ftp://x",
+            "not a url",
+        ] {
+            let err = settings(&[("SUPABASE_URL", bad)]).unwrap_err().to_string();
+            assert!(err.contains("SUPABASE_URL"), "{bad}: {err}");
+        }
+        let err = settings(&[("JWT_JWKS_URL", "https://id.example.com/keys")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("JWT_ISSUER"), "{err}");
+    }
+
+    #[test]
+    fn auth_mode_none_is_refused_on_lambda_only() {
+        // What `cargo lambda watch` sets for the function it runs.
+        let local = [
+            ("AUTH_MODE", "none"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "batch-processor"),
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9000"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+        ];
+        assert_eq!(settings(&local).unwrap().auth_mode, AuthMode::None);
+        let mut on_aws = local.to_vec();
+        on_aws.push((ON_LAMBDA_SIGNAL, "on-demand"));
+        let err = settings(&on_aws).unwrap_err().to_string();
+        assert!(err.contains("AUTH_MODE=none"), "{err}");
+        // Authentication on: the signal changes nothing.
+        assert!(settings(&[(ON_LAMBDA_SIGNAL, "on-demand")]).is_ok());
     }
 
     #[test]

@@ -1,16 +1,34 @@
-//! Who is calling (§3): credentials in, a [`Principal`] out. Which
+//! Who is calling (behaviour §3): credentials in, a [`Principal`] out. Which
 //! principal may run which job is the jobs' decision (`jobs::authorize`).
 //!
 //! Direct and EventBridge invocations are trusted: IAM already decided who may
-//! invoke the function. HTTP callers prove themselves with a Supabase-style
-//! HS256 JWT, or with claims an API Gateway authorizer already verified.
+//! invoke the function. HTTP callers prove themselves with a bearer token, or
+//! with claims an API Gateway JWT authorizer already verified. Tokens are
+//! verified the way Supabase Auth issues them today:
+//!
+//! - **asymmetric keys** (ES256, RS256) from the issuer's JWKS, selected by the
+//!   token's `kid`, the algorithm taken from the key ([`jwks`]), `iss` checked;
+//! - **the legacy HS256 secret**, alongside, so a project can migrate.
+//!
+//! A token is checked only by the system its header names: an HS256 header
+//! never meets a public key and an ES256/RS256 header never meets the secret,
+//! so no algorithm confusion is possible. `none` and every other algorithm are
+//! refused. `exp` is required, `nbf` honoured, with [`LEEWAY_SECS`] of clock skew.
 
-use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+pub mod claims;
+pub mod jwks;
+
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::configuration::AuthMode;
+use crate::configuration::{AuthMode, Settings};
 use crate::error::ApiError;
+use jwks::{Jwks, KeyError};
+
+/// Clock skew allowed on `exp` and `nbf`, as PostgREST allows.
+pub const LEEWAY_SECS: u64 = 30;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -20,6 +38,8 @@ pub enum Principal {
     Admin { user_id: Option<Uuid> },
     /// `role: authenticated`: a buyer, acting for `sub`.
     Buyer { user_id: Uuid },
+    /// An anonymous sign-in (`is_anonymous: true`) while `ALLOW_ANONYMOUS_BUYERS` is off.
+    Anonymous,
     /// A valid token with no role this function knows (Supabase's `anon`, say).
     NoRole,
 }
@@ -30,14 +50,9 @@ impl Principal {
         match self {
             Principal::Admin { user_id } => *user_id,
             Principal::Buyer { user_id } => Some(*user_id),
-            Principal::Trusted | Principal::NoRole => None,
+            Principal::Trusted | Principal::Anonymous | Principal::NoRole => None,
         }
     }
-}
-
-pub struct Authenticator {
-    mode: AuthMode,
-    validation: Validation,
 }
 
 /// What an HTTP request brings to prove who it is.
@@ -50,22 +65,45 @@ pub enum Credentials<'a> {
     Bearer(&'a str),
 }
 
+/// Which verifier a bearer token's header asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// HS256: the project's shared secret.
+    SharedSecret,
+    /// ES256 / RS256: a key of the issuer's JWKS.
+    KeySet,
+}
+
+pub struct Authenticator {
+    mode: AuthMode,
+    allow_anonymous_buyers: bool,
+    jwks: Option<(Jwks, String)>,
+}
+
 impl Authenticator {
-    pub fn new(mode: AuthMode) -> Self {
-        // `Validation::new` pins the algorithm list to HS256: a token whose header
-        // says `none`, HS512 or RS256 is refused before its signature is looked at.
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp"]);
-        validation.validate_exp = true;
-        // Supabase tokens carry `aud: authenticated`; roles, not audiences, decide here.
-        validation.validate_aud = false;
-        validation.leeway = 30;
-        Authenticator { mode, validation }
+    /// Builds the verifiers; fetches nothing.
+    pub fn new(settings: &Settings) -> Self {
+        Authenticator {
+            mode: settings.auth_mode,
+            allow_anonymous_buyers: settings.allow_anonymous_buyers,
+            jwks: settings.jwks.as_ref().map(|j| {
+                (
+                    Jwks::new(j.url.clone(), settings.jwks_min_refetch),
+                    j.issuer.clone(),
+                )
+            }),
+        }
+    }
+
+    /// The key set, when one is configured (tests count its fetches).
+    pub fn key_set(&self) -> Option<&Jwks> {
+        self.jwks.as_ref().map(|(j, _)| j)
     }
 
     /// Reads the request's credentials. `gateway_claims` are the claims API
     /// Gateway's authorizer verified; when present they are used instead of a
-    /// bearer token.
+    /// bearer token (the gateway checked its signature, issuer, audience and
+    /// expiry; checking again would cost a key fetch and add nothing).
     pub fn credentials<'a>(
         &self,
         authorization: Option<&'a str>,
@@ -75,7 +113,7 @@ impl Authenticator {
             return Ok(Credentials::Settled(Principal::Admin { user_id: None }));
         }
         if let Some(claims) = gateway_claims.filter(|c| !c.is_empty()) {
-            return principal_from_claims(claims).map(Credentials::Settled);
+            return self.principal(claims).map(Credentials::Settled);
         }
         let header =
             authorization.ok_or_else(|| ApiError::Unauthorized("Missing bearer token".into()))?;
@@ -88,63 +126,147 @@ impl Authenticator {
             .ok_or_else(|| ApiError::Unauthorized("Authorization must be a bearer token".into()))
     }
 
-    /// Verifies a bearer token against the project's HS256 secret.
-    pub fn verify(&self, token: &str, secret: &str) -> Result<Principal, ApiError> {
-        let key = DecodingKey::from_secret(secret.as_bytes())
-            .map_err(|_| ApiError::Internal("the JWT secret is not usable".into()))?;
-        let data = decode::<Map<String, Value>>(token, &key, &self.validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            let msg = match e.kind() {
+    /// Which verifier the token's header names; 401 for `none`, any other
+    /// algorithm, or no readable header.
+    pub fn scheme(token: &str) -> Result<Scheme, ApiError> {
+        let header = decode_header(token).map_err(|_| unauthorized("Invalid token"))?;
+        match header.alg {
+            Algorithm::HS256 => Ok(Scheme::SharedSecret),
+            Algorithm::ES256 | Algorithm::RS256 => Ok(Scheme::KeySet),
+            _ => Err(unauthorized("Token algorithm is not accepted")),
+        }
+    }
+
+    /// Verifies a bearer token. `secret` is the HS256 secret, read by the
+    /// caller only for [`Scheme::SharedSecret`] tokens.
+    pub async fn verify(
+        &self,
+        token: &str,
+        secret: Option<&SecretString>,
+    ) -> Result<Principal, ApiError> {
+        let claims = match Self::scheme(token)? {
+            Scheme::SharedSecret => {
+                let Some(secret) = secret else {
+                    return Err(match self.jwks {
+                        // A project on asymmetric keys only: HS256 is simply not accepted.
+                        Some(_) => unauthorized("Token algorithm is not accepted"),
+                        None => ApiError::Internal(
+                            "no JWT secret: set JWT_SECRET, jwtSecret in the database secret, or SUPABASE_URL".into(),
+                        ),
+                    });
+                };
+                let key = DecodingKey::from_secret(secret.expose_secret().as_bytes())
+                    .map_err(|_| ApiError::Internal("the JWT secret is not usable".into()))?;
+                check(token, &key, validation(Algorithm::HS256, None))?
+            }
+            Scheme::KeySet => {
+                let Some((jwks, issuer)) = &self.jwks else {
+                    return Err(unauthorized("Token algorithm is not accepted"));
+                };
+                let header = decode_header(token).map_err(|_| unauthorized("Invalid token"))?;
+                let kid = header
+                    .kid
+                    .ok_or_else(|| unauthorized("Token has no key id"))?;
+                let key = jwks.key(&kid).await.map_err(|e| match e {
+                    KeyError::Unavailable => ApiError::Unavailable(
+                        "Authentication unavailable: could not fetch the signing keys".into(),
+                    ),
+                    KeyError::UnknownKid => unauthorized("Token signing key is not known"),
+                })?;
+                // The key decides the algorithm: an RS256 header naming an EC key is refused.
+                if key.algorithm != header.alg {
+                    return Err(unauthorized("Token algorithm does not match its key"));
+                }
+                check(token, &key.key, validation(key.algorithm, Some(issuer)))?
+            }
+        };
+        self.principal(&claims)
+    }
+
+    /// Maps verified claims to a principal (behaviour §3 roles).
+    pub fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, ApiError> {
+        let role = claims::string(claims, "role");
+        let sub = claims::string(claims, "sub");
+        if role == Some("service_role")
+            || claims::member(claims, "app_metadata", "role").as_deref() == Some("admin")
+        {
+            return Ok(Principal::Admin {
+                user_id: sub.and_then(|s| Uuid::parse_str(s).ok()),
+            });
+        }
+        if role == Some("authenticated") {
+            let user_id = sub
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(|| unauthorized("Token subject is not a user id"))?;
+            if claims::boolean(claims, "is_anonymous") && !self.allow_anonymous_buyers {
+                return Ok(Principal::Anonymous);
+            }
+            return Ok(Principal::Buyer { user_id });
+        }
+        Ok(Principal::NoRole)
+    }
+}
+
+fn unauthorized(msg: &str) -> ApiError {
+    ApiError::Unauthorized(msg.to_owned())
+}
+
+/// One algorithm; `exp` required; `nbf` honoured; `iss` for key-set tokens.
+/// `aud` is not checked: roles, not audiences, decide here (Supabase puts
+/// `authenticated` in every user token).
+fn validation(algorithm: Algorithm, issuer: Option<&str>) -> Validation {
+    let mut v = Validation::new(algorithm);
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.validate_aud = false;
+    v.leeway = LEEWAY_SECS;
+    match issuer {
+        Some(iss) => {
+            v.set_required_spec_claims(&["exp", "iss"]);
+            v.set_issuer(&[iss]);
+        }
+        None => v.set_required_spec_claims(&["exp"]),
+    }
+    v
+}
+
+fn check(
+    token: &str,
+    key: &DecodingKey,
+    validation: Validation,
+) -> Result<Map<String, Value>, ApiError> {
+    use jsonwebtoken::errors::ErrorKind;
+    decode::<Map<String, Value>>(token, key, &validation)
+        .map(|data| data.claims)
+        .map_err(|e| {
+            unauthorized(match e.kind() {
                 ErrorKind::ExpiredSignature => "Token expired",
+                ErrorKind::ImmatureSignature => "Token is not valid yet",
+                ErrorKind::InvalidIssuer => "Token issuer is not accepted",
+                ErrorKind::MissingRequiredClaim(c) if c == "iss" => "Token issuer is not accepted",
                 ErrorKind::MissingRequiredClaim(_) => "Token has no expiry",
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    "Token algorithm must be HS256"
+                    "Token algorithm is not accepted"
                 }
                 _ => "Invalid token",
-            };
-            ApiError::Unauthorized(msg.into())
-        })?;
-        principal_from_claims(&data.claims)
-    }
-}
-
-/// Maps verified claims to a principal (behaviour §3 roles).
-pub fn principal_from_claims(claims: &Map<String, Value>) -> Result<Principal, ApiError> {
-    let role = claims.get("role").and_then(Value::as_str);
-    let sub = claims.get("sub").and_then(Value::as_str);
-    if role == Some("service_role") || app_metadata_role(claims).as_deref() == Some("admin") {
-        return Ok(Principal::Admin {
-            user_id: sub.and_then(|s| Uuid::parse_str(s).ok()),
-        });
-    }
-    if role == Some("authenticated") {
-        let user_id = sub
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| ApiError::Unauthorized("Token subject is not a user id".into()))?;
-        return Ok(Principal::Buyer { user_id });
-    }
-    Ok(Principal::NoRole)
-}
-
-/// `app_metadata.role`. API Gateway authorizers hand nested claims over as JSON
-/// text, so a string holding a JSON object is read too.
-fn app_metadata_role(claims: &Map<String, Value>) -> Option<String> {
-    let meta = claims.get("app_metadata")?;
-    let parsed;
-    let meta = match meta {
-        Value::String(text) => {
-            parsed = serde_json::from_str::<Value>(text).ok()?;
-            &parsed
-        }
-        other => other,
-    };
-    meta.get("role")?.as_str().map(str::to_owned)
+            })
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::HashMap;
+
+    fn authenticator(env: &[(&str, &str)]) -> Authenticator {
+        let map: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let settings = Settings::from_lookup(|k| map.get(k).cloned()).unwrap();
+        Authenticator::new(&settings)
+    }
 
     fn claims(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
@@ -152,6 +274,7 @@ mod tests {
 
     #[test]
     fn roles_map_to_principals() {
+        let auth = authenticator(&[]);
         let user = "550e8400-e29b-41d4-a716-446655440000";
         let uid = Uuid::parse_str(user).unwrap();
         let cases = [
@@ -168,20 +291,73 @@ mod tests {
                 Principal::Admin { user_id: Some(uid) },
             ),
             (
+                json!({"role": "authenticated", "sub": user, "app_metadata": "map[provider:email role:admin]"}),
+                Principal::Admin { user_id: Some(uid) },
+            ),
+            (
                 json!({"role": "authenticated", "sub": user}),
+                Principal::Buyer { user_id: uid },
+            ),
+            (
+                json!({"role": "authenticated", "sub": user, "is_anonymous": true}),
+                Principal::Anonymous,
+            ),
+            (
+                json!({"role": "authenticated", "sub": user, "is_anonymous": "true"}),
+                Principal::Anonymous,
+            ),
+            (
+                json!({"role": "authenticated", "sub": user, "is_anonymous": "false"}),
                 Principal::Buyer { user_id: uid },
             ),
             (json!({"role": "anon"}), Principal::NoRole),
             (json!({}), Principal::NoRole),
         ];
         for (c, expected) in cases {
+            assert_eq!(auth.principal(&claims(c.clone())).unwrap(), expected, "{c}");
+        }
+        let err = auth.principal(&claims(json!({"role": "authenticated", "sub": "x"})));
+        assert_eq!(err.unwrap_err().status(), 401);
+        let open = authenticator(&[("ALLOW_ANONYMOUS_BUYERS", "true")]);
+        assert_eq!(
+            open.principal(&claims(
+                json!({"role": "authenticated", "sub": user, "is_anonymous": true})
+            ))
+            .unwrap(),
+            Principal::Buyer { user_id: uid }
+        );
+    }
+
+    #[test]
+    fn the_header_names_the_verifier() {
+        use base64::Engine;
+        let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let token = |alg: &str| {
+            format!(
+                "{}.{}.sig",
+                b64(json!({"alg": alg, "typ": "JWT"})),
+                b64(json!({}))
+            )
+        };
+        assert_eq!(
+            Authenticator::scheme(&token("HS256")).unwrap(),
+            Scheme::SharedSecret
+        );
+        assert_eq!(
+            Authenticator::scheme(&token("ES256")).unwrap(),
+            Scheme::KeySet
+        );
+        assert_eq!(
+            Authenticator::scheme(&token("RS256")).unwrap(),
+            Scheme::KeySet
+        );
+        for bad in ["none", "HS512", "PS256", "ES384", "EdDSA"] {
             assert_eq!(
-                principal_from_claims(&claims(c.clone())).unwrap(),
-                expected,
-                "{c}"
+                Authenticator::scheme(&token(bad)).unwrap_err().status(),
+                401,
+                "{bad}"
             );
         }
-        let err = principal_from_claims(&claims(json!({"role": "authenticated", "sub": "x"})));
-        assert_eq!(err.unwrap_err().status(), 401);
+        assert_eq!(Authenticator::scheme("garbage").unwrap_err().status(), 401);
     }
 }

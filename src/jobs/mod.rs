@@ -62,6 +62,11 @@ pub fn authorize(job: JobType, principal: &Principal) -> Result<(), ApiError> {
         }
         (_, Principal::Admin { .. }) => true,
         (JobType::ProcessOrder, Principal::Buyer { .. }) => true,
+        (JobType::ProcessOrder, Principal::Anonymous) => {
+            return Err(ApiError::Forbidden(
+                "Anonymous users may not place orders".into(),
+            ))
+        }
         _ => false,
     };
     if allowed {
@@ -224,6 +229,8 @@ mod tests {
             (JobType::ProcessOrder, buyer.clone(), true),
             (JobType::Migrate, buyer, false),
             (JobType::ProcessOrder, Principal::NoRole, false),
+            (JobType::ProcessOrder, Principal::Anonymous, false),
+            (JobType::Orchestrate, Principal::Anonymous, false),
         ];
         for (job, p, allowed) in cases {
             let got = authorize(job, &p);

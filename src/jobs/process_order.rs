@@ -294,7 +294,7 @@ async fn prepare(
     let sql = tx.sql();
     if let Some(key) = &req.idempotency_key {
         // The key's lock, then the lookup, in one round trip.
-        if let Some(earlier) = orders::lock_key_and_find(&sql, key).await? {
+        if let Some(earlier) = orders::lock_key_and_find(&sql, req.buyer_id, key).await? {
             return match earlier.recorded {
                 Some((request, mut response)) if request == req.fingerprint() => {
                     if let Value::Object(map) = &mut response {

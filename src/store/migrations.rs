@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_order_idempotency"),
     migration!(5, "0005_category_index"),
     migration!(6, "0006_nearing_target_flag"),
+    migration!(7, "0007_idempotency_per_buyer"),
 ];
 
 /// The key of the advisory lock: "batchpro" in ASCII, so it is recognisable in `pg_locks`.

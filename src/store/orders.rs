@@ -17,29 +17,35 @@ const LOCK_IDEMPOTENCY_KEY: i32 = 0x6270_0001;
 const LOCK_CATEGORY: i32 = 0x6270_0002;
 const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
 
-/// Takes the idempotency key's lock (requests with one key take turns until
-/// commit) and then, in the same round trip, looks the key up.
+/// Takes the lock of the buyer's idempotency key (requests with one key of
+/// one buyer take turns until commit) and then, in the same round trip, looks
+/// the key up among that buyer's orders. Keys are scoped to the buyer.
 pub async fn lock_key_and_find(
     client: &Sql<'_, '_>,
+    buyer_id: Uuid,
     key: &str,
 ) -> Result<Option<Earlier>, StoreError> {
+    let lock_name = format!("{buyer_id}:{key}");
     let (_, rows) = client
         .pipeline(
             (
                 LOCK_SQL,
-                &[(&LOCK_IDEMPOTENCY_KEY, Type::INT4), (&key, Type::TEXT)],
+                &[
+                    (&LOCK_IDEMPOTENCY_KEY, Type::INT4),
+                    (&lock_name, Type::TEXT),
+                ],
             ),
             (
                 "SELECT i.request, i.response
                    FROM orders o LEFT JOIN order_idempotency i ON i.order_id = o.id
-                  WHERE o.idempotency_key = $1",
-                &[(&key, Type::TEXT)],
+                  WHERE o.buyer_id = $1 AND o.idempotency_key = $2",
+                &[(&buyer_id, Type::UUID), (&key, Type::TEXT)],
             ),
         )
         .await?;
     if rows.len() > 1 {
         return Err(StoreError::Unexpected(
-            "two orders with one idempotency key",
+            "two orders of one buyer with one idempotency key",
         ));
     }
     Ok(rows.first().map(|r| {

@@ -8,6 +8,7 @@ mod infra;
 mod auth;
 mod connections;
 mod http;
+mod jwks;
 mod migrations;
 mod observability;
 mod orchestrate;

@@ -376,6 +376,49 @@ async fn idempotent_replay_returns_the_original_response_and_writes_nothing() {
     );
 }
 
+/// Keys belong to their buyer: two buyers with one key get two orders, and
+/// each buyer's replay answers with their own order (never a 409 that tells
+/// one buyer the other's key exists).
+#[tokio::test]
+async fn idempotency_keys_are_scoped_to_the_buyer() {
+    let t = TestApp::spawn().await;
+    t.terms("active", 500, 4, "10.00", None, 10).await;
+    let other_buyer = "00000000-0000-4000-8000-0000000b0002";
+    let keyed = |buyer: &str, quantity: i64| {
+        let mut d = order_data("t-shirts", quantity, "navy-m", buyer);
+        d["idempotencyKey"] = json!("shared-key");
+        d
+    };
+    let a = place(&t, keyed(BUYER, 10)).await;
+    let b = place(&t, keyed(other_buyer, 30)).await;
+    assert_ne!(a["orderId"], b["orderId"]);
+    assert_eq!(
+        b.get("idempotentReplay"),
+        None,
+        "B's first request is no replay of A's"
+    );
+    assert_eq!(
+        t.count("SELECT count(*) FROM orders WHERE idempotency_key = 'shared-key'")
+            .await,
+        2
+    );
+    for (buyer, quantity, first) in [(BUYER, 10, &a), (other_buyer, 30, &b)] {
+        let replay = place(&t, keyed(buyer, quantity)).await;
+        assert_eq!(replay["idempotentReplay"], true);
+        assert_eq!(
+            replay["orderId"], first["orderId"],
+            "{buyer} gets their own order"
+        );
+    }
+    // A different request under a buyer's own key is still a 409, for that buyer only.
+    let err = t
+        .direct("process-order", keyed(BUYER, 11))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 409);
+    assert_eq!(t.count("SELECT count(*) FROM orders").await, 2);
+}
+
 /// Eight instances send the same keyed request at once: one order.
 #[tokio::test]
 async fn concurrent_requests_with_one_key_make_one_order() {
