@@ -36,12 +36,24 @@ $$;
 --    the session TimeZone. The default is dropped before and set after the
 --    type change (USING does not apply to defaults). One ALTER TABLE per table
 --    so each table is rewritten once.
+--    Postgres refuses ALTER COLUMN ... TYPE on a column that a view or an RLS
+--    policy uses (live Supabase projects have both). Those dependents are
+--    captured (a view's definition, options, owner, grants, comment and, for a
+--    materialized one, its indexes; a policy's table, command, roles and
+--    expressions), dropped, and recreated after the conversion, all in this
+--    transaction: no other session ever sees them missing.
 DO $$
 DECLARE
-    t    text;
-    rel  regclass;
-    col  text;
-    cmds text[];
+    t       text;
+    rel     regclass;
+    col     text;
+    cmds    text[];
+    work    jsonb := '[]'::jsonb;   -- [{rel, cmds}]: the tables to convert
+    targets jsonb := '[]'::jsonb;   -- [[table oid, attnum]]: the columns converted
+    v       record;
+    p       record;
+    g       record;
+    kind    text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['suppliers', 'supplier_mou_terms', 'production_batches',
                              'orders', 'batch_contributions', 'order_status_history',
@@ -67,11 +79,120 @@ BEGIN
                           CASE WHEN col = 'window_closes_at'
                                THEN '(now() + interval ''7 days'')'
                                ELSE 'now()' END);
+            targets := targets || jsonb_build_array(jsonb_build_array(
+                rel::oid, (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = rel AND a.attname = col)));
         END LOOP;
         IF cardinality(cmds) > 0 THEN
-            EXECUTE format('ALTER TABLE %s ', rel) || array_to_string(cmds, ', ');
+            work := work || jsonb_build_array(jsonb_build_object('rel', rel::text, 'cmds', to_jsonb(cmds)));
         END IF;
     END LOOP;
+    IF jsonb_array_length(work) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- Views (and views over those views) using a converted column; depth 1 first.
+    CREATE TEMP TABLE bp_saved_views ON COMMIT DROP AS
+    WITH RECURSIVE cols AS (
+        SELECT (c->>0)::oid AS relid, (c->>1)::int2 AS attnum FROM jsonb_array_elements(targets) c
+    ), dep(view_oid, depth) AS (
+        SELECT DISTINCT r.ev_class, 1
+          FROM cols
+          JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = cols.relid
+                          AND d.refobjsubid = cols.attnum AND d.classid = 'pg_rewrite'::regclass
+          JOIN pg_rewrite r ON r.oid = d.objid
+         WHERE r.ev_class <> cols.relid
+        UNION
+        SELECT DISTINCT r.ev_class, dep.depth + 1
+          FROM dep
+          JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = dep.view_oid
+                          AND d.classid = 'pg_rewrite'::regclass
+          JOIN pg_rewrite r ON r.oid = d.objid
+         WHERE r.ev_class <> dep.view_oid AND dep.depth < 50
+    )
+    SELECT c.oid AS view_oid, c.oid::regclass::text AS name, c.relkind,
+           pg_get_viewdef(c.oid) AS def, c.reloptions, pg_get_userbyid(c.relowner) AS owner,
+           c.relacl, obj_description(c.oid, 'pg_class') AS comment,
+           (SELECT array_agg(pg_get_indexdef(i.indexrelid)) FROM pg_index i WHERE i.indrelid = c.oid) AS indexes,
+           max(dep.depth) AS depth
+      FROM dep JOIN pg_class c ON c.oid = dep.view_oid
+     GROUP BY c.oid;
+
+    -- Policies using a converted column, or one of those views.
+    CREATE TEMP TABLE bp_saved_policies ON COMMIT DROP AS
+    SELECT DISTINCT pol.oid, pol.polname, pol.polrelid::regclass::text AS tbl, pol.polcmd,
+           pol.polpermissive, pol.polroles,
+           pg_get_expr(pol.polqual, pol.polrelid) AS qual,
+           pg_get_expr(pol.polwithcheck, pol.polrelid) AS withcheck
+      FROM pg_policy pol
+      JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = pol.oid
+                      AND d.refclassid = 'pg_class'::regclass
+     WHERE EXISTS (SELECT 1 FROM jsonb_array_elements(targets) c
+                    WHERE d.refobjid = (c->>0)::oid AND d.refobjsubid = (c->>1)::int2)
+        OR d.refobjid IN (SELECT view_oid FROM bp_saved_views);
+
+    FOR p IN SELECT * FROM bp_saved_policies LOOP
+        RAISE NOTICE 'recreating policy % on % around the timestamptz conversion', p.polname, p.tbl;
+        EXECUTE format('DROP POLICY %I ON %s', p.polname, p.tbl);
+    END LOOP;
+    FOR v IN SELECT * FROM bp_saved_views ORDER BY depth DESC LOOP
+        RAISE NOTICE 'recreating view % around the timestamptz conversion', v.name;
+        EXECUTE format('DROP %s %s', CASE v.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'VIEW' END, v.name);
+    END LOOP;
+
+    FOR g IN SELECT w.value AS item FROM jsonb_array_elements(work) w LOOP
+        EXECUTE format('ALTER TABLE %s ', g.item->>'rel')
+             || (SELECT string_agg(x, ', ') FROM jsonb_array_elements_text(g.item->'cmds') x);
+    END LOOP;
+
+    FOR v IN SELECT * FROM bp_saved_views ORDER BY depth LOOP
+        kind := CASE v.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'VIEW' END;
+        EXECUTE format('CREATE %s %s%s AS %s', kind, v.name,
+                       CASE WHEN v.reloptions IS NULL THEN ''
+                            ELSE format(' WITH (%s)', array_to_string(v.reloptions, ', ')) END,
+                       rtrim(v.def, '; '));
+        EXECUTE format('ALTER %s %s OWNER TO %I', kind, v.name, v.owner);
+        IF v.comment IS NOT NULL THEN
+            EXECUTE format('COMMENT ON %s %s IS %L', kind, v.name, v.comment);
+        END IF;
+        IF v.relacl IS NOT NULL THEN
+            -- The new view starts with default grants; put back exactly the old ones.
+            FOR g IN SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                          ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS who
+                       FROM pg_class c, aclexplode(c.relacl) a
+                      WHERE c.oid = v.name::regclass AND a.grantee <> c.relowner
+            LOOP
+                EXECUTE format('REVOKE ALL ON %s FROM %s', v.name, g.who);
+            END LOOP;
+            FOR g IN SELECT a.privilege_type, a.is_grantable,
+                            CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                 ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS who
+                       FROM aclexplode(v.relacl) a
+            LOOP
+                EXECUTE format('GRANT %s ON %s TO %s%s', g.privilege_type, v.name, g.who,
+                               CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+            END LOOP;
+        END IF;
+        IF v.indexes IS NOT NULL THEN
+            FOR g IN SELECT unnest(v.indexes) AS def LOOP
+                EXECUTE g.def;
+            END LOOP;
+        END IF;
+    END LOOP;
+
+    FOR p IN SELECT * FROM bp_saved_policies LOOP
+        EXECUTE format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s',
+                       p.polname, p.tbl,
+                       CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
+                       CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                     WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+                       (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC'
+                                               ELSE quote_ident(pg_get_userbyid(r)) END, ', ')
+                          FROM unnest(p.polroles) r),
+                       CASE WHEN p.qual IS NULL THEN '' ELSE format(' USING (%s)', p.qual) END,
+                       CASE WHEN p.withcheck IS NULL THEN '' ELSE format(' WITH CHECK (%s)', p.withcheck) END);
+    END LOOP;
+    DROP TABLE bp_saved_policies;
+    DROP TABLE bp_saved_views;
 END
 $$;
 
@@ -134,17 +255,23 @@ END
 $$;
 
 -- 4. Status CHECKs widened: production_batches.batch_status must allow
---    'needs_review', orders.payment_status 'refund_pending'. A CHECK is kept as
---    is when it is the only one referencing its column, has the canonical name
---    and lists every status; otherwise every CHECK referencing the column
---    (whatever its name) is dropped and the canonical one added.
+--    'needs_review', orders.payment_status 'refund_pending'. Legacy values
+--    survive (behaviour §4.3): the CHECKs on the column alone that list values
+--    are replaced by one canonical CHECK allowing every value they allowed plus
+--    the function's own, added NOT VALID and validated only when every row
+--    passes; otherwise a WARNING names the values outside the list and their
+--    row counts, and the rows are left alone. A column with no such CHECK
+--    allowed any value, and keeps doing so (no CHECK is added). CHECKs that
+--    involve other columns too are never touched.
 DO $$
 DECLARE
-    spec   record;
-    rel    regclass;
-    att    smallint;
-    ok     boolean;
-    c      record;
+    spec    record;
+    rel     regclass;
+    att     smallint;
+    lists   oid[];
+    allowed text[];
+    c       record;
+    bad     text;
 BEGIN
     FOR spec IN
         SELECT * FROM (VALUES
@@ -158,23 +285,47 @@ BEGIN
         SELECT a.attnum INTO att FROM pg_attribute a
         WHERE a.attrelid = rel AND a.attname = spec.col AND NOT a.attisdropped;
 
-        SELECT coalesce(count(*) = 1 AND bool_and(
-                   k.conname = spec.conname
-                   AND k.convalidated
-                   AND (SELECT bool_and(strpos(pg_get_constraintdef(k.oid), quote_literal(w)) > 0)
-                        FROM unnest(spec.wanted) AS w)), false)
-          INTO ok
+        -- Value-list CHECKs on this column alone: col = ANY (ARRAY['a'::text, ...]),
+        -- which is how Postgres prints both IN (...) and = ANY (...).
+        SELECT array_agg(k.oid) INTO lists
           FROM pg_constraint k
-         WHERE k.conrelid = rel AND k.contype = 'c' AND att = ANY (k.conkey);
+         WHERE k.conrelid = rel AND k.contype = 'c' AND k.conkey = ARRAY[att]
+           AND pg_get_constraintdef(k.oid) ~* ('^CHECK \(\(\(?' || quote_ident(spec.col)
+                   || '\)?(::text)? = ANY \(\(?ARRAY\[[^]]*\]\)?(::text\[\])?\)\)\)$');
+        IF lists IS NULL THEN
+            RAISE NOTICE '%.% has no CHECK listing its values; none is added', spec.tbl, spec.col;
+            CONTINUE;
+        END IF;
 
-        IF NOT ok THEN
-            FOR c IN SELECT k.conname FROM pg_constraint k
-                     WHERE k.conrelid = rel AND k.contype = 'c' AND att = ANY (k.conkey)
-            LOOP
-                EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', rel, c.conname);
-            END LOOP;
-            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (%I IN (%s))', rel, spec.conname,
-                           spec.col, (SELECT string_agg(quote_literal(w), ', ') FROM unnest(spec.wanted) AS w));
+        SELECT array_agg(DISTINCT v ORDER BY v) INTO allowed FROM (
+            SELECT replace(m[1], '''''', '''') AS v
+              FROM unnest(lists) AS o,
+                   regexp_matches(pg_get_constraintdef(o), '''((?:[^'']|'''')*)''', 'g') AS m
+            UNION SELECT unnest(spec.wanted)
+        ) x;
+
+        -- Already canonical: one validated CHECK with the canonical name, allowing every wanted value.
+        CONTINUE WHEN cardinality(lists) = 1 AND EXISTS (
+            SELECT 1 FROM pg_constraint k
+             WHERE k.oid = lists[1] AND k.conname = spec.conname AND k.convalidated
+               AND (SELECT bool_and(strpos(pg_get_constraintdef(k.oid), quote_literal(w)) > 0)
+                      FROM unnest(spec.wanted) AS w));
+
+        FOR c IN SELECT k.conname FROM pg_constraint k WHERE k.oid = ANY (lists) LOOP
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', rel, c.conname);
+        END LOOP;
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (%I IN (%s)) NOT VALID', rel, spec.conname,
+                       spec.col, (SELECT string_agg(quote_literal(w), ', ') FROM unnest(allowed) AS w));
+        EXECUTE format('SELECT string_agg(format(%L, v, n), %L ORDER BY v)
+                          FROM (SELECT %I AS v, count(*) AS n FROM %s
+                                 WHERE %I IS NOT NULL AND %I <> ALL ($1) GROUP BY 1) x',
+                       '%L (%s rows)', ', ', spec.col, rel, spec.col, spec.col)
+          INTO bad USING allowed;
+        IF bad IS NULL THEN
+            EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', rel, spec.conname);
+        ELSE
+            RAISE WARNING '%.% holds values outside its allowed list: %. The CHECK % stays NOT VALID: those rows keep their values; new values must be in the list.',
+                spec.tbl, spec.col, bad, spec.conname;
         END IF;
     END LOOP;
 END

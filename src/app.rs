@@ -287,6 +287,7 @@ impl App {
             cancelled = c.cancelled,
             nearingTarget = c.nearing_target,
             skipped = c.skipped,
+            failed = c.failed,
             ordersCancelled = c.orders_cancelled,
             ordersPlaced = c.orders_placed,
             "invocation finished"

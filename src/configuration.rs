@@ -62,6 +62,12 @@ pub struct Settings {
     pub db_sslmode: Option<SslMode>,
     pub db_ca_file: Option<String>,
     pub statement_timeout: Duration,
+    /// `statement_timeout` of `migrate` (a table rewrite on a big table takes
+    /// long); zero means none.
+    pub migrate_statement_timeout: Duration,
+    /// `lock_timeout` of `migrate`: waiting behind live traffic, or for another
+    /// instance's migration; zero means none.
+    pub migrate_lock_timeout: Duration,
     pub pool_size: usize,
     pub pooler: PoolerMode,
     pub auth_mode: AuthMode,
@@ -153,6 +159,20 @@ impl Settings {
                 10_000,
                 100,
                 900_000,
+            )?),
+            migrate_statement_timeout: Duration::from_millis(number(
+                &get,
+                "MIGRATE_STATEMENT_TIMEOUT_MS",
+                840_000,
+                0,
+                86_400_000,
+            )?),
+            migrate_lock_timeout: Duration::from_millis(number(
+                &get,
+                "MIGRATE_LOCK_TIMEOUT_MS",
+                300_000,
+                0,
+                86_400_000,
             )?),
             pool_size: number(&get, "DB_POOL_SIZE", 2, 1, 100)?,
             pooler,

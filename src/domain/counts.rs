@@ -13,6 +13,8 @@ pub struct Counts {
     pub cancelled: u64,
     pub nearing_target: u64,
     pub skipped: u64,
+    /// Batches whose writes failed (behaviour §4.3); only orchestrate has them.
+    pub failed: u64,
     pub orders_cancelled: u64,
     /// process-order's count; batch answers never carry it.
     #[serde(skip_serializing_if = "is_zero")]
@@ -29,6 +31,7 @@ impl Counts {
             Outcome::Cancelled => &mut self.cancelled,
             Outcome::NearingTarget => &mut self.nearing_target,
             Outcome::Skipped => &mut self.skipped,
+            Outcome::Failed => &mut self.failed,
         };
         *slot += 1;
         self.orders_cancelled += orders_cancelled;
@@ -53,6 +56,7 @@ mod tests {
             (Outcome::Cancelled, 4),
             (Outcome::NearingTarget, 0),
             (Outcome::Skipped, 0),
+            (Outcome::Failed, 0),
         ] {
             c.record(o, cancelled);
         }
@@ -62,6 +66,7 @@ mod tests {
             cancelled: 1,
             nearing_target: 1,
             skipped: 1,
+            failed: 1,
             orders_cancelled: 4,
             orders_placed: 0,
         };
@@ -70,7 +75,7 @@ mod tests {
         assert_eq!(
             wire,
             serde_json::json!({"confirmed": 1, "needsReview": 2, "cancelled": 1,
-                               "nearingTarget": 1, "skipped": 1, "ordersCancelled": 4}),
+                               "nearingTarget": 1, "skipped": 1, "failed": 1, "ordersCancelled": 4}),
             "the summary keeps its wire names and has no ordersPlaced"
         );
     }

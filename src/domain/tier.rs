@@ -87,6 +87,10 @@ pub enum Outcome {
     Cancelled,
     NearingTarget,
     Skipped,
+    /// The decided writes failed for a reason in the batch's data (a
+    /// constraint, someone else's trigger); the batch stays `filling` and is
+    /// tried again on the next run.
+    Failed,
 }
 
 impl Outcome {
@@ -96,7 +100,7 @@ impl Outcome {
             Outcome::Skipped => Some(SKIPPED_MESSAGE),
             Outcome::NeedsReview => Some(REVIEW_MESSAGE),
             Outcome::NearingTarget => Some(NEARING_MESSAGE),
-            Outcome::Confirmed | Outcome::Cancelled => None,
+            Outcome::Confirmed | Outcome::Cancelled | Outcome::Failed => None,
         }
     }
 }
@@ -159,6 +163,7 @@ mod tests {
             Outcome::Cancelled,
             Outcome::NearingTarget,
             Outcome::Skipped,
+            Outcome::Failed,
         ]
         .iter()
         .map(|o| {
@@ -176,7 +181,8 @@ mod tests {
                 "needs_review",
                 "cancelled",
                 "nearing_target",
-                "skipped"
+                "skipped",
+                "failed"
             ]
         );
     }

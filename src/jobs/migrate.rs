@@ -17,7 +17,11 @@ pub struct MigrateResponse {
 
 pub async fn run(ctx: &JobContext<'_>) -> Result<MigrateResponse, ApiError> {
     let mut client = ctx.db.get().await?;
-    let report = migrations::run(&mut client).await?;
+    let timeouts = migrations::Timeouts {
+        statement: ctx.settings.migrate_statement_timeout,
+        lock: ctx.settings.migrate_lock_timeout,
+    };
+    let report = migrations::run(&mut client, timeouts).await?;
     Ok(MigrateResponse {
         success: true,
         applied: report.applied,

@@ -146,6 +146,9 @@ pub struct BatchResult {
     pub orders_cancelled: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<&'static str>,
+    /// Why a `failed` batch's writes were refused (the database's words, short).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Results are listed by window, then id.
     #[serde(skip)]
     pub order_key: (DateTime<Utc>, Uuid),
@@ -162,8 +165,25 @@ impl BatchResult {
             supplier_order_id: None,
             orders_cancelled: (outcome == Outcome::Cancelled).then_some(0),
             message: outcome.message(),
+            error: None,
             order_key: (window_closes_at, batch_id),
         })
+    }
+}
+
+impl BatchResult {
+    /// A batch whose writes the database refused.
+    pub fn failed(batch_id: Uuid, window_closes_at: DateTime<Utc>, error: String) -> Self {
+        BatchResult {
+            batch_id,
+            action: Outcome::Failed,
+            fill_percentage: None,
+            supplier_order_id: None,
+            orders_cancelled: None,
+            message: None,
+            error: Some(error),
+            order_key: (window_closes_at, batch_id),
+        }
     }
 }
 
@@ -317,7 +337,8 @@ impl Plan {
                 Outcome::Confirmed
                 | Outcome::NeedsReview
                 | Outcome::NearingTarget
-                | Outcome::Skipped => {}
+                | Outcome::Skipped
+                | Outcome::Failed => {}
             }
             out.push(r);
         }
@@ -325,7 +346,56 @@ impl Plan {
     }
 }
 
+/// What applying a plan returned: supplier order ids and cancelled counts.
+struct Applied {
+    supplier_orders: HashMap<Uuid, Uuid>,
+    cancelled: HashMap<Uuid, i64>,
+}
+
+impl Plan {
+    /// The up to four apply statements, pipelined.
+    async fn apply(&self, sql: &crate::store::Sql<'_, '_>) -> Result<Applied, StoreError> {
+        let (supplier_orders, (), cancelled, ()) = tokio::try_join!(
+            batches::confirm(sql, &self.confirm),
+            batches::hold_for_review(sql, &self.review),
+            batches::cancel(sql, &self.cancel, None, false),
+            batches::notify_nearing(sql, &self.nearing),
+        )?;
+        Ok(Applied {
+            supplier_orders,
+            cancelled,
+        })
+    }
+
+    fn log_applied(&self, evaluated: usize) {
+        tracing::debug!(
+            evaluated,
+            confirmed = self.confirm.len(),
+            needsReview = self.review.len(),
+            cancelled = self.cancel.len(),
+            nearingTarget = self.nearing.len(),
+            "chunk applied"
+        );
+        for (moves, action) in [
+            (&self.confirm, Outcome::Confirmed),
+            (&self.review, Outcome::NeedsReview),
+            (&self.cancel, Outcome::Cancelled),
+            (&self.nearing, Outcome::NearingTarget),
+        ] {
+            for m in moves {
+                tracing::debug!(batchId = %m.batch_id, ?action, fillPercentage = %m.fill_percentage, "batch decided");
+            }
+        }
+    }
+}
+
 /// Takes, decides and applies one chunk in one transaction.
+///
+/// When the chunk's writes fail for a reason in the data (a constraint,
+/// someone else's trigger) rather than an outage, one bad batch must not stop
+/// the rest, this run or any later one: the chunk is rolled back and taken
+/// again by [`isolate`], which finds the failing batches and reports them
+/// `failed`.
 async fn act_chunk(
     db: &crate::store::Db,
     client: &mut deadpool_postgres::Object,
@@ -336,35 +406,85 @@ async fn act_chunk(
     let tx = db.begin(client).await?;
     let sql = db.sql(&tx);
     let rows = batches::candidates(&sql, query).await?;
+    let taken = (rows.len(), rows.last().map(CandidateRow::cursor));
     let plan = Plan::of(&rows);
-    nearing_now.extend(plan.nearing.iter().map(|m| m.batch_id));
-    let (supplier_orders, (), cancelled, ()) = tokio::try_join!(
-        batches::confirm(&sql, &plan.confirm),
-        batches::hold_for_review(&sql, &plan.review),
-        batches::cancel(&sql, &plan.cancel, None),
-        batches::notify_nearing(&sql, &plan.nearing),
-    )?;
-    tx.commit().await.map_err(StoreError::from)?;
-    tracing::debug!(
-        evaluated = rows.len(),
-        confirmed = plan.confirm.len(),
-        needsReview = plan.review.len(),
-        cancelled = plan.cancel.len(),
-        nearingTarget = plan.nearing.len(),
-        "chunk applied"
-    );
-    for (moves, action) in [
-        (&plan.confirm, Outcome::Confirmed),
-        (&plan.review, Outcome::NeedsReview),
-        (&plan.cancel, Outcome::Cancelled),
-        (&plan.nearing, Outcome::NearingTarget),
-    ] {
-        for m in moves {
-            tracing::debug!(batchId = %m.batch_id, ?action, fillPercentage = %m.fill_percentage, "batch decided");
+    match plan.apply(&sql).await {
+        Ok(applied) => {
+            tx.commit().await.map_err(StoreError::from)?;
+            plan.log_applied(rows.len());
+            nearing_now.extend(plan.nearing.iter().map(|m| m.batch_id));
+            plan.finish(&applied.supplier_orders, &applied.cancelled, false, out)?;
+        }
+        Err(e) if e.outage().is_some() => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, batches = rows.len(), "a chunk's writes failed; isolating the failing batches");
+            tx.rollback().await.map_err(StoreError::from)?;
+            let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+            isolate(db, client, &ids, query.lookahead_hours, out, nearing_now).await?;
         }
     }
-    plan.finish(&supplier_orders, &cancelled, false, out)?;
-    Ok((rows.len(), rows.last().map(CandidateRow::cursor)))
+    Ok(taken)
+}
+
+/// Applies the batches `ids` (a chunk whose writes failed) in one transaction,
+/// in ever smaller groups, each under a savepoint: a group that fails is
+/// rolled back to its savepoint and split in two, until each failing batch is
+/// alone. Those are reported `failed` with the database's reason and stay
+/// `filling`; every other batch is decided as usual. The rows stay locked
+/// from the re-take to the commit, so the decisions cannot go stale.
+async fn isolate(
+    db: &crate::store::Db,
+    client: &mut deadpool_postgres::Object,
+    ids: &[Uuid],
+    lookahead_hours: i32,
+    out: &mut Results,
+    nearing_now: &mut HashSet<Uuid>,
+) -> Result<(), ApiError> {
+    let tx = db.begin(client).await?;
+    let sql = db.sql(&tx);
+    let rows = batches::lock_candidates_by_id(&sql, ids, lookahead_hours).await?;
+    let mut groups: Vec<&[CandidateRow]> = vec![&rows[..]];
+    let mut done: Vec<(Plan, Applied)> = Vec::new();
+    let mut failed: Vec<(CandidateRow, String)> = Vec::new();
+    while let Some(group) = groups.pop() {
+        let plan = Plan::of(group);
+        tx.batch_execute("SAVEPOINT bp_isolate")
+            .await
+            .map_err(StoreError::from)?;
+        match plan.apply(&sql).await {
+            Ok(applied) => {
+                tx.batch_execute("RELEASE SAVEPOINT bp_isolate")
+                    .await
+                    .map_err(StoreError::from)?;
+                done.push((plan, applied));
+            }
+            Err(e) if e.outage().is_some() => return Err(e.into()),
+            Err(e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT bp_isolate; RELEASE SAVEPOINT bp_isolate")
+                    .await
+                    .map_err(StoreError::from)?;
+                match group {
+                    [one] => failed.push((*one, e.data_reason())),
+                    _ => {
+                        let (a, b) = group.split_at(group.len() / 2);
+                        groups.push(b);
+                        groups.push(a);
+                    }
+                }
+            }
+        }
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    for (plan, applied) in done {
+        plan.log_applied(plan.reports.len());
+        nearing_now.extend(plan.nearing.iter().map(|m| m.batch_id));
+        plan.finish(&applied.supplier_orders, &applied.cancelled, false, out)?;
+    }
+    for (row, reason) in failed {
+        tracing::warn!(batchId = %row.id, reason = %reason, "batch failed; it stays filling and is tried again next run");
+        out.push(BatchResult::failed(row.id, row.window_closes_at, reason));
+    }
+    Ok(())
 }
 
 /// A dry run of one chunk: the same decisions, no locks, no writes.

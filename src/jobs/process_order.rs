@@ -38,6 +38,8 @@ pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_QUANTITY: i64 = 1_000_000;
 pub const MAX_STYLE_DETAILS_BYTES: usize = 16 * 1024;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
+/// A style name; the style lookup index hashes it, but a name is short.
+pub const MAX_VARIANT_CHARS: usize = 200;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessOrderRequest {
@@ -74,6 +76,9 @@ impl ProcessOrderRequest {
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| bad("styleDetails.variant must be a non-empty string"))?
             .to_owned();
+        if variant.chars().count() > MAX_VARIANT_CHARS {
+            return Err(bad("styleDetails.variant must be at most 200 characters"));
+        }
         let serialized = serde_json::to_string(&style_details).unwrap_or_default();
         if serialized.len() > MAX_STYLE_DETAILS_BYTES {
             return Err(bad("styleDetails must be at most 16 KiB"));
@@ -440,6 +445,20 @@ mod tests {
         assert_eq!(r.quantity, 50);
         assert_eq!(r.variant, "navy-m");
         assert_eq!(r.idempotency_key, None);
+    }
+
+    #[test]
+    fn variants_are_at_most_200_characters() {
+        let mut v = valid();
+        v["styleDetails"]["variant"] = json!("é".repeat(200));
+        assert!(
+            parse(v.clone(), &Principal::Trusted).is_ok(),
+            "200 characters, 400 bytes"
+        );
+        v["styleDetails"]["variant"] = json!("x".repeat(201));
+        let err = parse(v, &Principal::Trusted).unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert!(err.to_string().starts_with("styleDetails.variant"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::domain::{Action, Fill};
 use crate::error::ApiError;
 use crate::store::batches::{self, Move};
 use crate::store::StoreError;
+use tokio_postgres::error::SqlState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -49,6 +50,36 @@ impl ReviewBatchRequest {
     }
 }
 
+/// Cancels the batch on the admin's word. The admin goes into the history
+/// rows' `changed_by` — unless the live schema's foreign key refuses them (it
+/// references `auth.users`, where an admin with a valid token may be missing:
+/// deleted, or from another issuer): then, under a savepoint, the cancel runs
+/// again with `changed_by` NULL. The admin's id is in the notes and the event
+/// either way.
+async fn reject(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &crate::store::Sql<'_, '_>,
+    moved: &[Move],
+    admin: Option<Uuid>,
+) -> Result<std::collections::HashMap<Uuid, i64>, StoreError> {
+    if admin.is_none() {
+        return batches::cancel(sql, moved, None, false).await;
+    }
+    tx.batch_execute("SAVEPOINT bp_reject").await?;
+    match batches::cancel(sql, moved, admin, true).await {
+        Ok(counts) => Ok(counts),
+        Err(e)
+            if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
+                && e.table() == Some("order_status_history") =>
+        {
+            tracing::info!("the reviewing admin is not a user the history's foreign key knows; recording changed_by NULL");
+            tx.batch_execute("ROLLBACK TO SAVEPOINT bp_reject").await?;
+            batches::cancel(sql, moved, admin, false).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
 pub async fn run(
     req: ReviewBatchRequest,
     ctx: &JobContext<'_>,
@@ -78,16 +109,29 @@ pub async fn run(
     };
     let mut result = BatchResult::of(req.batch_id, chrono::DateTime::UNIX_EPOCH, &action)
         .ok_or_else(|| ApiError::Internal("review decision has no report".into()))?;
+    let refused = |e: StoreError| -> ApiError {
+        if e.outage().is_some() {
+            return e.into();
+        }
+        // A reason in the data (a constraint, someone else's trigger): the
+        // transaction rolls back, nothing is half-written.
+        ApiError::Conflict(format!(
+            "The database refused the batch's writes: {}",
+            e.data_reason()
+        ))
+    };
     match req.decision {
         Decision::Approve => {
-            let orders = batches::confirm(&sql, &moved).await?;
+            let orders = batches::confirm(&sql, &moved).await.map_err(refused)?;
             let id = orders.get(&req.batch_id).copied();
             result.supplier_order_id = Some(id.ok_or_else(|| {
                 ApiError::Internal("approved batch has no supplier order".into())
             })?);
         }
         Decision::Reject => {
-            let counts = batches::cancel(&sql, &moved, ctx.principal.user_id()).await?;
+            let counts = reject(&tx, &sql, &moved, ctx.principal.user_id())
+                .await
+                .map_err(refused)?;
             result.orders_cancelled = Some(counts.get(&req.batch_id).copied().unwrap_or(0));
         }
     }

@@ -128,19 +128,54 @@ pub async fn candidates(
             ],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| CandidateRow {
-            id: r.get(0),
-            window_closes_at: r.get(1),
-            facts: Candidate {
-                current_quantity: r.get(2),
-                target_quantity: r.get(3),
-                window_closed: r.get(4),
-                nearing_notified: r.get(5),
-            },
-        })
-        .collect())
+    Ok(rows.iter().map(candidate_row).collect())
+}
+
+/// The candidates among `ids` that may still need a write, locked
+/// (`SKIP LOCKED`), in keyset order: a chunk taken again after its writes
+/// failed, to find the batch that failed them.
+pub async fn lock_candidates_by_id(
+    client: &Sql<'_, '_>,
+    ids: &[Uuid],
+    lookahead_hours: i32,
+) -> Result<Vec<CandidateRow>, StoreError> {
+    let sql = format!(
+        "SELECT b.id, b.window_closes_at,
+                COALESCE(b.current_quantity, 0)::int8,
+                b.target_quantity::int8,
+                b.window_closes_at <= now(),
+                b.nearing_target_notified_at IS NOT NULL
+           FROM production_batches b
+          WHERE b.id = ANY($4::uuid[]) AND {IS_CANDIDATE} AND {MAY_WRITE}
+          ORDER BY b.window_closes_at, b.id
+          FOR UPDATE OF b SKIP LOCKED"
+    );
+    let ids = ids.to_vec();
+    let rows = client
+        .query(
+            &sql,
+            &[
+                (&CONFIRM_AT, Type::INT8),
+                (&NEARING_AT, Type::INT8),
+                (&lookahead_hours, Type::INT4),
+                (&ids, Type::UUID_ARRAY),
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(candidate_row).collect())
+}
+
+fn candidate_row(r: &tokio_postgres::Row) -> CandidateRow {
+    CandidateRow {
+        id: r.get(0),
+        window_closes_at: r.get(1),
+        facts: Candidate {
+            current_quantity: r.get(2),
+            target_quantity: r.get(3),
+            window_closed: r.get(4),
+            nearing_notified: r.get(5),
+        },
+    }
 }
 
 /// Whether any candidate that may need a write lies after `after` (for `hasMore`).
@@ -198,6 +233,12 @@ fn columns(moves: &[Move]) -> Columns {
 
 /// Confirms batches: status, start date, one supplier order each, `batch.confirmed`.
 /// Returns batch id → supplier order id. The caller holds the batch rows locked.
+///
+/// A batch that already has a supplier order linked to it (a legacy order of
+/// the original function, linked by migration 0008) keeps that one: no second
+/// order is made, and the event says `reusedSupplierOrder`. New orders carry
+/// `target_date` = today + the supplier's `lead_time_days` (its MOU terms;
+/// 14 when it has none), which the live app's capacity trigger books.
 pub async fn confirm(
     client: &Sql<'_, '_>,
     moves: &[Move],
@@ -222,20 +263,31 @@ pub async fn confirm(
                    FROM batch_contributions c
                   WHERE c.batch_id = ANY($1::uuid[]) AND c.batch_id IN (SELECT id FROM moved)
                   GROUP BY c.batch_id
-             ), so AS (
+             ), existing AS (
+                 SELECT so.id, so.batch_id, so.quantity, so.buyer_price, so.supplier_price, true AS reused
+                   FROM supplier_orders so
+                  WHERE so.batch_id = ANY($1::uuid[]) AND so.batch_id IN (SELECT id FROM moved)
+             ), made AS (
                  INSERT INTO supplier_orders
                         (order_number, supplier_id, batch_id, product_type, quantity,
-                         buyer_price, supplier_price, status)
+                         buyer_price, supplier_price, status, target_date)
                  SELECT 'BATCH-' || m.id, m.supplier_id, m.id, m.product_category, m.target_quantity,
-                        COALESCE(t.buyer_total, 0), m.unit_price_base * m.target_quantity, 'pending'
-                   FROM moved m LEFT JOIN totals t ON t.batch_id = m.id
-              RETURNING id, batch_id, quantity, buyer_price, supplier_price
+                        COALESCE(t.buyer_total, 0), m.unit_price_base * m.target_quantity, 'pending',
+                        current_date + COALESCE(mt.lead_time_days, 14)
+                   FROM moved m
+                   LEFT JOIN totals t ON t.batch_id = m.id
+                   LEFT JOIN supplier_mou_terms mt ON mt.supplier_id = m.supplier_id
+                  WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.batch_id = m.id)
+              RETURNING id, batch_id, quantity, buyer_price, supplier_price, false AS reused
+             ), so AS (
+                 SELECT * FROM made UNION ALL SELECT * FROM existing
              ), events AS (
                  INSERT INTO batch_events (batch_id, event_type, payload)
                  SELECT so.batch_id, 'batch.confirmed', jsonb_strip_nulls(jsonb_build_object(
                             'supplierOrderId', so.id, 'fillPercentage', m.fill,
                             'quantity', so.quantity, 'supplierPrice', so.supplier_price,
-                            'buyerPrice', so.buyer_price, 'note', m.note))
+                            'buyerPrice', so.buyer_price, 'note', m.note,
+                            'reusedSupplierOrder', CASE WHEN so.reused THEN true END))
                    FROM so JOIN moved m ON m.id = so.batch_id
              )
              SELECT batch_id, id FROM so",
@@ -280,12 +332,17 @@ pub async fn hold_for_review(client: &Sql<'_, '_>, moves: &[Move]) -> Result<(),
 /// Cancels batches and every live order in them: statuses, refund flags on paid
 /// or partly paid orders, one history row per order, and the events
 /// `batch.cancelled`, `order.cancelled`, `order.refund_requested`.
-/// Returns batch id → orders cancelled. `changed_by` is the admin, if any.
+/// Returns batch id → orders cancelled. `reviewer` is the admin who rejected
+/// the batch, if any: named in the notes and the `batch.cancelled` payload,
+/// and recorded as `changed_by` when `reviewer_in_history` (a live schema's
+/// `changed_by` references `auth.users`, where a valid admin may be missing).
 pub async fn cancel(
     client: &Sql<'_, '_>,
     moves: &[Move],
-    changed_by: Option<Uuid>,
+    reviewer: Option<Uuid>,
+    reviewer_in_history: bool,
 ) -> Result<HashMap<Uuid, i64>, StoreError> {
+    let changed_by = reviewer.filter(|_| reviewer_in_history);
     if moves.is_empty() {
         return Ok(HashMap::new());
     }
@@ -335,7 +392,7 @@ pub async fn cancel(
              INSERT INTO order_status_history (order_id, old_status, new_status, changed_by, notes)
              SELECT t.id, t.workflow_status, 'cancelled', $4::uuid,
                     'Batch ' || t.batch_id || ' cancelled at ' || t.fill || '% filled'
-                    || COALESCE(': ' || t.note, '')
+                    || COALESCE(' by admin ' || $5::uuid, '') || COALESCE(': ' || t.note, '')
                FROM targets t
          ), counts AS (
              SELECT m.id, count(t.id) AS cancelled
@@ -346,7 +403,8 @@ pub async fn cancel(
              -- `batch.cancelled` before the order events it caused.
              INSERT INTO batch_events (batch_id, order_id, event_type, payload)
              SELECT m.id, NULL::uuid, 'batch.cancelled', jsonb_strip_nulls(jsonb_build_object(
-                        'fillPercentage', m.fill, 'ordersCancelled', n.cancelled, 'note', m.note))
+                        'fillPercentage', m.fill, 'ordersCancelled', n.cancelled, 'note', m.note,
+                        'reviewedBy', $5::uuid))
                FROM moved m JOIN counts n ON n.id = m.id
              UNION ALL
              SELECT t.batch_id, t.id, 'order.cancelled', jsonb_strip_nulls(jsonb_build_object(
@@ -368,6 +426,7 @@ pub async fn cancel(
                 (&c.fills, Type::NUMERIC_ARRAY),
                 (&c.notes, Type::TEXT_ARRAY),
                 (&changed_by, Type::UUID),
+                (&reviewer, Type::UUID),
             ],
         )
         .await?;

@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_category_index"),
     migration!(6, "0006_nearing_target_flag"),
     migration!(7, "0007_idempotency_per_buyer"),
+    migration!(8, "0008_adopt_live"),
 ];
 
 /// The key of the advisory lock: "batchpro" in ASCII, so it is recognisable in `pg_locks`.
@@ -46,8 +47,28 @@ pub struct MigrationReport {
     pub already_applied: usize,
 }
 
-pub async fn run(client: &mut deadpool_postgres::Client) -> Result<MigrationReport, StoreError> {
+/// Timeouts of the migration transaction. A job's 10 s timeouts do not fit:
+/// converting a column rewrites its table, an `ALTER` waits behind live
+/// traffic, and a second instance waits here for the first one's migration.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub statement: std::time::Duration,
+    pub lock: std::time::Duration,
+}
+
+pub async fn run(
+    client: &mut deadpool_postgres::Client,
+    timeouts: Timeouts,
+) -> Result<MigrationReport, StoreError> {
     let tx = client.transaction().await?;
+    // Transaction-scoped, so it also holds behind a transaction-mode pooler,
+    // and set before the advisory lock so that waiting for it obeys it.
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
+        timeouts.statement.as_millis(),
+        timeouts.lock.as_millis()
+    ))
+    .await?;
     tx.execute_typed(
         "SELECT pg_advisory_xact_lock($1)",
         &[(&LOCK_KEY, Type::INT8)],

@@ -53,6 +53,34 @@ impl StoreError {
         }
     }
 
+    /// The table a server error names (a constraint's or a trigger's table).
+    pub fn table(&self) -> Option<&str> {
+        match self {
+            StoreError::Db(e) => e.as_db_error().and_then(|d| d.table()),
+            StoreError::Unavailable(_) | StoreError::Unexpected(_) => None,
+        }
+    }
+
+    /// A short reason for a failure in the data (a constraint, a trigger's
+    /// exception), fit to show an operator: the server's message, cut short.
+    /// Postgres messages name the relation and constraint, never the statement;
+    /// the DETAIL (which may echo row values) is left out.
+    pub fn data_reason(&self) -> String {
+        let message = match self {
+            StoreError::Db(e) => match e.as_db_error() {
+                Some(db) => db.message().to_owned(),
+                None => "the database failed".to_owned(),
+            },
+            StoreError::Unavailable(reason) => reason.clone(),
+            StoreError::Unexpected(what) => (*what).to_owned(),
+        };
+        let mut short: String = message.chars().take(200).collect();
+        if short.len() < message.len() {
+            short.push('…');
+        }
+        short
+    }
+
     /// Why the database is out of reach, in words a caller may see, when this
     /// is an outage (connection lost, timeout, shutdown) rather than a bug or
     /// a data problem. Never a host, user or secret.

@@ -95,8 +95,9 @@ pub async fn lock_category_and_find_batch(
     variant: &str,
 ) -> Result<Option<BatchFacts>, StoreError> {
     // `has_variant` is a LATERAL subquery: evaluated per candidate batch
-    // through the (batch_id, variant) index, never as a hashed scan of every
-    // contribution with that variant.
+    // through the (batch_id, md5(variant)) index, never as a hashed scan of
+    // every contribution with that variant. The index holds a hash so that a
+    // long legacy variant cannot overflow a btree entry.
     let (_, rows) = client
         .pipeline(
             (LOCK_SQL, &[(&LOCK_CATEGORY, Type::INT4), (&category, Type::TEXT)]),
@@ -108,7 +109,9 @@ pub async fn lock_category_and_find_batch(
                    LEFT JOIN supplier_mou_terms t ON t.supplier_id = b.supplier_id
                   CROSS JOIN LATERAL (
                         SELECT EXISTS (SELECT 1 FROM batch_contributions c
-                                        WHERE c.batch_id = b.id AND c.style_details ->> 'variant' = $3)
+                                        WHERE c.batch_id = b.id
+                                          AND md5(c.style_details ->> 'variant') = md5($3)
+                                          AND c.style_details ->> 'variant' = $3)
                                AS has_variant) v
                   WHERE b.batch_status = 'filling'
                     AND b.product_category = $1

@@ -23,12 +23,13 @@ pub fn emf_line(
     error: bool,
     request_id: &str,
 ) -> String {
-    let metrics: [(&str, u64, &str); 9] = [
+    let metrics: [(&str, u64, &str); 10] = [
         ("Confirmed", counts.confirmed, "Count"),
         ("NeedsReview", counts.needs_review, "Count"),
         ("Cancelled", counts.cancelled, "Count"),
         ("NearingTarget", counts.nearing_target, "Count"),
         ("Skipped", counts.skipped, "Count"),
+        ("Failed", counts.failed, "Count"),
         ("OrdersCancelled", counts.orders_cancelled, "Count"),
         ("OrdersPlaced", counts.orders_placed, "Count"),
         ("DurationMs", duration_ms, "Milliseconds"),
@@ -112,7 +113,7 @@ mod tests {
         for name in &names {
             assert!(v[*name].is_u64(), "{name} has a numeric value");
         }
-        assert_eq!(names.len(), 9);
+        assert_eq!(names.len(), 10);
         assert_eq!(v["JobType"], "orchestrate");
         assert_eq!(v["Confirmed"], 2);
         assert_eq!(v["OrdersCancelled"], 12);

@@ -9,6 +9,7 @@ mod auth;
 mod connections;
 mod http;
 mod jwks;
+mod live_database;
 mod migrations;
 mod observability;
 mod orchestrate;
