@@ -20,8 +20,8 @@ BENCH_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-demo: tools ## fresh demo database, seed, orchestrate and process-order through cargo lambda watch
-	python3 scripts/local_lambda.py demo
+demo: tools ## fresh demo database, seed, orchestrate and process-order through cargo lambda watch, events through a local EventBridge
+	scripts/with-moto.sh python3 scripts/local_lambda.py demo
 
 test: tools ## the whole suite: cargo tests (real Postgres, Secrets Manager, PgBouncer), then the end-to-end test
 	DATABASE_URL="$$(scripts/pg.sh)" scripts/with-moto.sh $(CARGO) test --lib --bins --tests --no-fail-fast
@@ -57,9 +57,9 @@ build: tools ## the deployable arm64 bootstrap (cross-compiles: needs zig, see R
 build-native: tools ## the release bootstrap for this machine's architecture (no zig, no downloads)
 	$(CARGO) lambda build --release --compiler cargo
 
-bench: ## the scale benchmark (BENCHMARKS.md); BENCH_ARGS="--batches 1000000 --skip-original"
+bench: tools ## the scale benchmark (BENCHMARKS.md), with a local EventBridge; BENCH_ARGS="--batches 1000000 --skip-original"
 	@mkdir -p target
-	DATABASE_URL="$$(scripts/pg.sh)" $(CARGO) bench --bench scale -- --report target/bench-report.md $(BENCH_ARGS)
+	DATABASE_URL="$$(scripts/pg.sh)" scripts/with-moto.sh $(CARGO) bench --bench scale -- --report target/bench-report.md $(BENCH_ARGS)
 
 tools: $(TOOLS_STAMP) ## install the tools into .venv (and pgbouncer, when root)
 	@scripts/install-pgbouncer.sh

@@ -222,15 +222,24 @@ fn run_measured(cmd: &mut Command, stdin: &str) -> (Duration, i64, String) {
 }
 
 /// The project: one orchestrate invocation with no limit, through the real
-/// handler, in the release binary (so its RSS is its own).
-fn project(db: &str) -> (Duration, i64, Value) {
+/// handler, in the release binary (so its RSS is its own). `bus`: deliver the
+/// outbox to that EventBridge bus (a local moto one) after the commit.
+fn project(db: &str, bus: Option<&str>) -> (Duration, i64, Value) {
+    job(db, bus, r#"{"jobType": "orchestrate"}"#)
+}
+
+fn job(db: &str, bus: Option<&str>, request: &str) -> (Duration, i64, Value) {
     let mut cmd = Command::new(BINARY);
     cmd.arg("invoke")
         .arg("-")
         .env("DATABASE_URL", url_for(db))
         .env("RUST_LOG", "warn")
-        .env_remove("AWS_LAMBDA_FUNCTION_NAME");
-    let (t, rss, out) = run_measured(&mut cmd, r#"{"jobType": "orchestrate"}"#);
+        .env_remove("AWS_LAMBDA_FUNCTION_NAME")
+        .env_remove("EVENT_BUS_NAME");
+    if let Some(bus) = bus {
+        cmd.env("EVENT_BUS_NAME", bus);
+    }
+    let (t, rss, out) = run_measured(&mut cmd, request);
     (
         t,
         rss,
@@ -600,6 +609,54 @@ async fn run(a: &Args) -> String {
     r
 }
 
+/// orchestrate with its outbox delivered to a local EventBridge (moto, when
+/// `make bench` runs under scripts/with-moto.sh), and `publish-events`
+/// throughput for what is left.
+async fn delivery_section(source: &str, n: i64, t_off: Duration, r: &mut String) {
+    if std::env::var("AWS_ENDPOINT_URL").is_err() {
+        r.push_str("Delivery: not measured (AWS_ENDPOINT_URL unset; `make bench` starts a local EventBridge).\n\n");
+        return;
+    }
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let eb = aws_sdk_eventbridge::Client::new(&config);
+    let bus = format!("bp-bench-{n}-{}", std::process::id());
+    eb.create_event_bus()
+        .name(&bus)
+        .send()
+        .await
+        .expect("create the bench bus in moto");
+    let db = copy_of(source, &format!("bp_bench_delivery_{n}")).await;
+    let (t_on, _, _) = project(&db, Some(&bus));
+    let c = connect(&url_for(&db)).await;
+    let count = |sql: &'static str| {
+        let c = &c;
+        async move { c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let total = count("SELECT count(*) FROM batch_events").await;
+    let published = count("SELECT count(*) FROM batch_events WHERE published_at IS NOT NULL").await;
+    eprintln!(
+        "project with delivery: {} ({published} of {total} events delivered)",
+        secs(t_on)
+    );
+    let (t_pub, _, answer) = job(
+        &db,
+        Some(&bus),
+        r#"{"jobType": "publish-events", "data": {"limit": 10000}}"#,
+    );
+    let sent = answer["published"].as_u64().unwrap_or(0);
+    r.push_str(&format!(
+        "Delivery to a local EventBridge (moto): orchestrate **{}** with delivery on against {} off; within its \
+         delivery budget (`PUBLISH_BUDGET_MS`, 5 s) it delivered {published} of the {total} events it wrote, \
+         the rest are left to `publish-events`. One `publish-events` run then delivered {sent} in {} \
+         ({:.0} events/s to moto, 10 per `PutEvents`).\n\n",
+        secs(t_on),
+        secs(t_off),
+        secs(t_pub),
+        sent as f64 / t_pub.as_secs_f64()
+    ));
+    admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+}
+
 /// orchestrate: the three contenders on copies of one database, RSS, init, size.
 async fn orchestrate_section(a: &Args, r: &mut String) {
     let n = a.batches;
@@ -615,7 +672,7 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
 
     let db_project = copy_of(&source, &format!("bp_bench_project_{n}")).await;
     let db_floor = copy_of(&source, &format!("bp_bench_floor_{n}")).await;
-    let (t_project, rss_kib, answer) = project(&db_project);
+    let (t_project, rss_kib, answer) = project(&db_project, None);
     eprintln!(
         "project: {} ({} MiB peak RSS)",
         secs(t_project),
@@ -685,6 +742,8 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
         "Release binary (this machine's architecture): {:.1} MiB.\n\n",
         size as f64 / 1_048_576.0
     ));
+
+    delivery_section(&source, n, t_project, r).await;
 
     for db in [db_project, db_floor] {
         admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;

@@ -11,7 +11,7 @@
 -- What it may do is exactly what the jobs do:
 --   read the supplier terms; read, insert and update batches, orders and
 --   their contributions; insert history rows, supplier orders, events and
---   idempotency records; read what it wrote. No DELETE, no TRUNCATE, it owns
+--   idempotency records; mark events delivered; read what it wrote. No DELETE, no TRUNCATE, it owns
 --   nothing, it is no superuser and cannot create roles or databases.
 --
 -- BYPASSRLS: the app's own tables have row-level security with policies
@@ -48,8 +48,10 @@ GRANT SELECT, INSERT ON batch_contributions TO batch_processor_fn;
 GRANT INSERT ON order_status_history TO batch_processor_fn;
 -- confirms make (or reuse) one supplier order per batch.
 GRANT SELECT, INSERT ON supplier_orders TO batch_processor_fn;
--- the outbox: written with every change; the nearing-target event once per batch.
+-- the outbox: written with every change; the nearing-target event once per batch;
+-- delivery marks what EventBridge accepted (published_at) or could never take (publish_error).
 GRANT SELECT, INSERT ON batch_events TO batch_processor_fn;
+GRANT UPDATE (published_at, publish_error) ON batch_events TO batch_processor_fn;
 GRANT USAGE ON SEQUENCE batch_events_id_seq TO batch_processor_fn;
 -- process-order's recorded answers, for idempotent replays.
 GRANT SELECT, INSERT ON order_idempotency TO batch_processor_fn;

@@ -11,9 +11,11 @@ use tracing::Instrument;
 
 use crate::auth::{Authenticator, Credentials, Principal, Scheme};
 use crate::configuration::{AuthMode, Settings};
-use crate::domain::Counts;
+use crate::domain::{Counts, Delivery};
 use crate::error::ApiError;
 use crate::event::{self, HttpRequest, Incoming, Invocation, InvocationError, JobRequest, Source};
+use crate::eventbridge::EventBridgeSink;
+use crate::jobs::outbox::EventSink;
 use crate::jobs::{Deadline, Job, JobContext, JobType};
 use crate::store::pool::DbConfigError;
 use crate::store::Db;
@@ -29,6 +31,8 @@ pub struct App {
     pub settings: Settings,
     pub auth: Authenticator,
     pub db: Db,
+    /// Where the outbox goes: EventBridge when `EVENT_BUS_NAME` is set.
+    pub events: Option<Box<dyn EventSink>>,
     /// Where the one EMF line per job goes (stdout on Lambda).
     pub metrics: MetricsSink,
 }
@@ -40,10 +44,18 @@ impl App {
         }
         let db = Db::new(&settings)?;
         let auth = Authenticator::new(&settings);
+        let events = settings.event_bus_name.as_ref().map(|bus| {
+            Box::new(EventBridgeSink::new(
+                bus.clone(),
+                settings.event_source.clone(),
+                settings.eventbridge_endpoint.clone(),
+            )) as Box<dyn EventSink>
+        });
         Ok(App {
             settings,
             auth,
             db,
+            events,
             metrics: MetricsSink::Stdout,
         })
     }
@@ -68,6 +80,7 @@ impl App {
 struct Record {
     job_type: Option<JobType>,
     counts: Counts,
+    delivery: Option<Delivery>,
 }
 
 /// How one invocation ends, before it is shaped for Lambda.
@@ -252,9 +265,11 @@ impl App {
             settings: &self.settings,
             principal,
             deadline: Deadline::new(inv.deadline, self.settings.deadline_margin),
+            events: self.events.as_deref(),
         };
         let output = job.run(&ctx).await?;
         record.counts = output.counts;
+        record.delivery = output.delivery;
         Ok(output.body)
     }
 
@@ -276,6 +291,14 @@ impl App {
         let duration_ms = started.elapsed().as_millis() as u64;
         let job_type = record.job_type.map(|j| j.as_str()).unwrap_or("unknown");
         let c = &record.counts;
+        let d = record.delivery.unwrap_or_default();
+        if d.failed > 0 {
+            tracing::warn!(
+                publishFailures = d.failed,
+                eventsPending = d.pending,
+                "some events were not delivered; publish-events will retry them"
+            );
+        }
         tracing::info!(
             requestId = %inv.request_id,
             jobType = job_type,
@@ -290,12 +313,16 @@ impl App {
             failed = c.failed,
             ordersCancelled = c.orders_cancelled,
             ordersPlaced = c.orders_placed,
+            eventsPublished = d.published,
+            publishFailures = d.failed,
+            eventsPending = d.pending,
             "invocation finished"
         );
         if record.job_type.is_some() || status >= 400 {
             self.metrics.emit(&emf_line(
                 job_type,
                 c,
+                record.delivery.as_ref(),
                 duration_ms,
                 status >= 500,
                 &inv.request_id,

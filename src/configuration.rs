@@ -84,6 +84,19 @@ pub struct Settings {
     pub batch_window_days: i32,
     pub deadline_margin: Duration,
     pub cors_allow_origin: String,
+    /// `EVENT_BUS_NAME`: deliver the outbox to this EventBridge bus; `None`: rows stay in the table.
+    pub event_bus_name: Option<String>,
+    /// `AWS_ENDPOINT_URL_EVENTBRIDGE`: another EventBridge endpoint (a local one
+    /// in tests); the SDK's own `AWS_ENDPOINT_URL` is honoured otherwise.
+    pub eventbridge_endpoint: Option<String>,
+    /// `EVENT_SOURCE`: the `Source` of every entry.
+    pub event_source: String,
+    /// How long orchestrate and review-batch may spend delivering after their commit.
+    pub publish_budget: Duration,
+    /// How long process-order may spend delivering its `order.placed` (the buyer waits).
+    pub order_publish_budget: Duration,
+    /// How long a `publish-events` run may deliver (also bounded by the Lambda deadline).
+    pub publish_job_budget: Duration,
 }
 
 /// The JWKS endpoint and the issuer its keys sign for.
@@ -204,6 +217,32 @@ impl Settings {
                 900_000,
             )?),
             cors_allow_origin: get("CORS_ALLOW_ORIGIN").unwrap_or_else(|| "*".to_owned()),
+            event_bus_name: get("EVENT_BUS_NAME").map(|v| v.trim().to_owned()),
+            eventbridge_endpoint: get("AWS_ENDPOINT_URL_EVENTBRIDGE").map(|v| v.trim().to_owned()),
+            event_source: get("EVENT_SOURCE")
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|| "batch-processor".to_owned()),
+            publish_budget: Duration::from_millis(number(
+                &get,
+                "PUBLISH_BUDGET_MS",
+                5000,
+                0,
+                900_000,
+            )?),
+            order_publish_budget: Duration::from_millis(number(
+                &get,
+                "ORDER_PUBLISH_BUDGET_MS",
+                300,
+                0,
+                60_000,
+            )?),
+            publish_job_budget: Duration::from_millis(number(
+                &get,
+                "PUBLISH_JOB_BUDGET_MS",
+                600_000,
+                0,
+                900_000,
+            )?),
         })
     }
 }

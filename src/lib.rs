@@ -10,10 +10,12 @@
 
 pub mod app;
 pub mod auth;
+pub mod aws;
 pub mod configuration;
 pub mod domain;
 pub mod error;
 pub mod event;
+pub mod eventbridge;
 pub mod jobs;
 pub mod secrets;
 pub mod store;

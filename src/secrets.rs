@@ -5,8 +5,8 @@
 //! `jwtSecret`. RDS-managed secrets hold only `username` and `password`;
 //! `DB_HOST`, `DB_PORT` and `DB_NAME` fill what the secret lacks.
 //!
-//! The SDK configuration is loaded once per instance, on first use (so an
-//! instance with `DATABASE_URL` never pays for it), and the secret is cached
+//! The SDK configuration ([`crate::aws::config`]) is loaded once per instance,
+//! on first use (so an instance with `DATABASE_URL` never pays for it), and the secret is cached
 //! for the instance's life; [`SecretsManager::get`] with `fresh` bypasses the
 //! cache when Postgres refuses the password after a rotation.
 
@@ -108,8 +108,7 @@ impl SecretsManager {
         let client = self
             .client
             .get_or_init(|| async {
-                let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                aws_sdk_secretsmanager::Client::new(&config)
+                aws_sdk_secretsmanager::Client::new(crate::aws::config().await)
             })
             .await;
         let out = client

@@ -38,6 +38,21 @@ impl Counts {
     }
 }
 
+/// What delivering the outbox did in one invocation (behaviour §10), for the
+/// summary line and the metrics — never part of a job's answer, which is the
+/// same with delivery on, off or failing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Events EventBridge accepted (and that are now marked published).
+    pub published: u64,
+    /// Events tried and not accepted: refused entries, or a call that failed.
+    pub failed: u64,
+    /// Events still unpublished after this invocation.
+    pub pending: u64,
+    /// Age in seconds of the oldest of them (0 when none).
+    pub oldest_pending_secs: u64,
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

@@ -6,6 +6,6 @@ pub mod fill;
 pub mod pricing;
 pub mod tier;
 
-pub use counts::Counts;
+pub use counts::{Counts, Delivery};
 pub use fill::{Fill, InvalidTarget};
 pub use tier::{decide, Action, Candidate, Outcome};

@@ -6,7 +6,9 @@
 pub mod input;
 pub mod migrate;
 pub mod orchestrate;
+pub mod outbox;
 pub mod process_order;
+pub mod publish_events;
 pub mod review_batch;
 
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use serde_json::Value;
 
 use crate::auth::Principal;
 use crate::configuration::Settings;
-use crate::domain::Counts;
+use crate::domain::{Counts, Delivery};
 use crate::error::ApiError;
 use crate::store::{Db, StoreError};
 use input::Data;
@@ -26,6 +28,7 @@ pub enum JobType {
     ProcessOrder,
     ReviewBatch,
     Migrate,
+    PublishEvents,
 }
 
 impl JobType {
@@ -35,6 +38,7 @@ impl JobType {
             Some("process-order") => Ok(JobType::ProcessOrder),
             Some("review-batch") => Ok(JobType::ReviewBatch),
             Some("migrate") => Ok(JobType::Migrate),
+            Some("publish-events") => Ok(JobType::PublishEvents),
             _ => Err(ApiError::BadRequest("Invalid job type".into())),
         }
     }
@@ -45,6 +49,7 @@ impl JobType {
             JobType::ProcessOrder => "process-order",
             JobType::ReviewBatch => "review-batch",
             JobType::Migrate => "migrate",
+            JobType::PublishEvents => "publish-events",
         }
     }
 }
@@ -104,6 +109,8 @@ pub struct JobContext<'a> {
     pub settings: &'a Settings,
     pub principal: &'a Principal,
     pub deadline: Deadline,
+    /// Where the outbox is delivered; `None` when `EVENT_BUS_NAME` is unset.
+    pub events: Option<&'a dyn outbox::EventSink>,
 }
 
 /// One request, validated.
@@ -113,6 +120,7 @@ pub enum Job {
     ProcessOrder(process_order::ProcessOrderRequest),
     ReviewBatch(review_batch::ReviewBatchRequest),
     Migrate,
+    PublishEvents(publish_events::PublishEventsRequest),
 }
 
 impl Job {
@@ -132,28 +140,74 @@ impl Job {
                 Job::ReviewBatch(review_batch::ReviewBatchRequest::parse(&data)?)
             }
             JobType::Migrate => Job::Migrate,
+            JobType::PublishEvents => {
+                Job::PublishEvents(publish_events::PublishEventsRequest::parse(&data)?)
+            }
             JobType::ProcessOrder => {
                 Job::ProcessOrder(process_order::ProcessOrderRequest::parse(&data, principal)?)
             }
         })
     }
 
+    /// Runs the job; a job that wrote events then delivers them (behaviour
+    /// §10), within a budget, after its commit. Delivery never changes the
+    /// job's answer: a failure is logged and counted, and a later
+    /// `publish-events` run delivers what is left.
     pub async fn run(self, ctx: &JobContext<'_>) -> Result<JobOutput, ApiError> {
         match self {
-            Job::Orchestrate(req) => JobOutput::of_batches(orchestrate::run(req, ctx).await?),
-            Job::ReviewBatch(req) => JobOutput::of_batches(review_batch::run(req, ctx).await?),
+            Job::Orchestrate(req) => {
+                let dry_run = req.dry_run;
+                let out = JobOutput::of_batches(orchestrate::run(req, ctx).await?)?;
+                Ok(if dry_run {
+                    out
+                } else {
+                    out.delivered(ctx, outbox::Scope::All, ctx.settings.publish_budget)
+                        .await
+                })
+            }
+            Job::ReviewBatch(req) => {
+                let out = JobOutput::of_batches(review_batch::run(req, ctx).await?)?;
+                Ok(out
+                    .delivered(ctx, outbox::Scope::All, ctx.settings.publish_budget)
+                    .await)
+            }
             Job::ProcessOrder(req) => {
-                let (body, placed) = process_order::run(req, ctx).await?;
+                let (body, event) = process_order::run(req, ctx).await?;
                 let counts = Counts {
-                    orders_placed: u64::from(placed),
+                    orders_placed: u64::from(event.is_some()),
                     ..Counts::default()
                 };
-                Ok(JobOutput { body, counts })
+                let out = JobOutput {
+                    body,
+                    counts,
+                    delivery: None,
+                };
+                Ok(match event {
+                    // Only the order's own event, so a backlog never slows a buyer down.
+                    Some(id) => {
+                        out.delivered(
+                            ctx,
+                            outbox::Scope::Only(&[id]),
+                            ctx.settings.order_publish_budget,
+                        )
+                        .await
+                    }
+                    None => out,
+                })
             }
             Job::Migrate => Ok(JobOutput {
                 body: to_value(migrate::run(ctx).await?)?,
                 counts: Counts::default(),
+                delivery: None,
             }),
+            Job::PublishEvents(req) => {
+                let (body, delivery) = publish_events::run(req, ctx).await?;
+                Ok(JobOutput {
+                    body: to_value(body)?,
+                    counts: Counts::default(),
+                    delivery: Some(delivery),
+                })
+            }
         }
     }
 }
@@ -162,6 +216,8 @@ impl Job {
 pub struct JobOutput {
     pub body: Value,
     pub counts: Counts,
+    /// What delivering the outbox did, when it was tried.
+    pub delivery: Option<Delivery>,
 }
 
 impl JobOutput {
@@ -175,7 +231,32 @@ impl JobOutput {
         Ok(JobOutput {
             body: to_value(resp)?,
             counts,
+            delivery: None,
         })
+    }
+
+    /// Delivers pending events after the job committed, when delivery is on.
+    async fn delivered(
+        mut self,
+        ctx: &JobContext<'_>,
+        scope: outbox::Scope<'_>,
+        budget: Duration,
+    ) -> Self {
+        let Some(sink) = ctx.events else {
+            return self;
+        };
+        let bounds = outbox::Bounds {
+            limit: u64::MAX,
+            budget,
+            deadline: ctx.deadline,
+        };
+        match outbox::deliver(ctx.db, sink, scope, bounds).await {
+            Ok(delivery) => self.delivery = Some(delivery),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not deliver events after the job; a later run will");
+            }
+        }
+        self
     }
 }
 

@@ -213,11 +213,12 @@ struct Placement {
     premium_percent: Option<Decimal>,
 }
 
-/// The answer, and whether an order was placed (a replay places none).
+/// The answer, and the id of the `order.placed` event when an order was
+/// placed (a replay places none).
 pub async fn run(
     req: ProcessOrderRequest,
     ctx: &JobContext<'_>,
-) -> Result<(Value, bool), ApiError> {
+) -> Result<(Value, Option<i64>), ApiError> {
     let client = ctx.db.get().await?;
     let tx = ctx.db.begin_owned(client).await?;
     // Everything up to the last write; any failure or a replay writes nothing.
@@ -225,7 +226,7 @@ pub async fn run(
         Ok(Prepared::Order(order, response)) => (order, response),
         Ok(Prepared::Replay(response)) => {
             tx.rollback().await;
-            return Ok((response, false));
+            return Ok((response, None));
         }
         Err(e) => {
             tx.rollback().await;
@@ -246,6 +247,7 @@ pub async fn run(
         buyer_total: order.quote.buyer_price * qty,
         supplier_total: order.quote.factory_price * qty,
         batch_id,
+        is_new_batch,
         style_details: &req.style_details,
         variant: &req.variant,
         buyer_price_per_unit: order.quote.buyer_price,
@@ -255,7 +257,7 @@ pub async fn run(
             .as_deref()
             .map(|k| (k, &fingerprint, &response)),
     };
-    orders::place_order_and_commit(tx, &new_order)
+    let event = orders::place_order_and_commit(tx, &new_order)
         .await
         .map_err(|e| {
             if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
@@ -272,7 +274,7 @@ pub async fn run(
         isNewBatch = is_new_batch,
         "order placed"
     );
-    Ok((response, true))
+    Ok((response, Some(event)))
 }
 
 /// What the transaction decided before its last write.

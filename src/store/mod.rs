@@ -7,6 +7,7 @@
 //! prepared statements break.
 
 pub mod batches;
+pub mod events;
 pub mod migrations;
 pub mod orders;
 pub mod pool;

@@ -223,6 +223,8 @@ pub struct NewOrder<'a> {
     pub buyer_total: Decimal,
     pub supplier_total: Decimal,
     pub batch_id: Uuid,
+    /// The order opened this batch (for `order.placed`).
+    pub is_new_batch: bool,
     pub style_details: &'a Value,
     pub variant: &'a str,
     pub buyer_price_per_unit: Decimal,
@@ -233,10 +235,12 @@ pub struct NewOrder<'a> {
 
 /// The order, its contribution, the batch's new totals and the idempotency
 /// record, in one statement, sent with the `COMMIT` (see
-/// [`OwnedTx::execute_then_commit`]): the server runs both without waiting for
+/// [`OwnedTx::query_then_commit`]): the server runs both without waiting for
 /// us, so the category and batch locks are held for one client round trip
-/// less — what limits a hot category. Ends the transaction either way.
-pub async fn place_order_and_commit(tx: OwnedTx, o: &NewOrder<'_>) -> Result<(), StoreError> {
+/// less — what limits a hot category. The same statement writes the outbox's
+/// `order.placed` (behaviour §10); its id is returned, for delivery after the
+/// commit. Ends the transaction either way.
+pub async fn place_order_and_commit(tx: OwnedTx, o: &NewOrder<'_>) -> Result<i64, StoreError> {
     let key = o.idempotency.map(|(k, _, _)| k);
     let request = o.idempotency.map(|(_, req, _)| req);
     let response = o.idempotency.map(|(_, _, resp)| resp);
@@ -262,9 +266,16 @@ pub async fn place_order_and_commit(tx: OwnedTx, o: &NewOrder<'_>) -> Result<(),
                             UNION ALL SELECT :variant) styles),
                     updated_at = now()
               WHERE b.id = :batch_id
+         ), idempotency AS (
+             INSERT INTO order_idempotency (idempotency_key, order_id, request, response)
+             SELECT :key, id, :request, :response FROM new_order WHERE :key::text IS NOT NULL
          )
-         INSERT INTO order_idempotency (idempotency_key, order_id, request, response)
-         SELECT :key, id, :request, :response FROM new_order WHERE :key::text IS NOT NULL",
+         INSERT INTO batch_events (batch_id, order_id, event_type, payload)
+         SELECT :batch_id, id, 'order.placed', jsonb_build_object(
+                    'orderId', id, 'batchId', :batch_id, 'quantity', :quantity,
+                    'buyerPrice', :buyer_total, 'isNewBatch', :is_new_batch)
+           FROM new_order
+         RETURNING id",
         &[
             ("order_id", &o.order_id, Type::UUID),
             ("order_number", &o.order_number, Type::TEXT),
@@ -281,7 +292,11 @@ pub async fn place_order_and_commit(tx: OwnedTx, o: &NewOrder<'_>) -> Result<(),
             ("variant", &o.variant, Type::TEXT),
             ("request", &request, Type::JSONB),
             ("response", &response, Type::JSONB),
+            ("is_new_batch", &o.is_new_batch, Type::BOOL),
         ],
     )?;
-    tx.execute_then_commit(&sql, &params).await
+    let rows = tx.query_then_commit(&sql, &params).await?;
+    rows.first()
+        .map(|r| r.get(0))
+        .ok_or(StoreError::Unexpected("the order wrote no event"))
 }

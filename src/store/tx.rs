@@ -15,7 +15,7 @@ use super::{Db, StoreError};
 use crate::configuration::PoolerMode;
 
 /// An open transaction on a connection it owns. Ends by
-/// [`OwnedTx::execute_then_commit`] or [`OwnedTx::rollback`]; dropped open
+/// [`OwnedTx::query_then_commit`] or [`OwnedTx::rollback`]; dropped open
 /// (a panic, a cancelled future), it rolls back on a spawned task before the
 /// connection goes back to the pool.
 pub struct OwnedTx {
@@ -61,15 +61,16 @@ impl OwnedTx {
         }
     }
 
-    /// Runs `sql` and `COMMIT` in one round trip and ends the transaction.
+    /// Runs `sql` and `COMMIT` in one round trip and ends the transaction;
+    /// returns the statement's rows.
     /// A failed statement is the error (Postgres answers the `COMMIT` of a
     /// failed transaction with a rollback, so nothing was written); a failed
     /// `COMMIT` after a good statement is the error too.
-    pub async fn execute_then_commit(
+    pub async fn query_then_commit(
         mut self,
         sql: &str,
         params: &Params<'_>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let (ran, committed) = {
             let conn = self.connection();
             let sql_in_tx = Sql::Client {
@@ -85,8 +86,9 @@ impl OwnedTx {
             self.client.take();
         }
         // Otherwise `Drop` rolls back whatever may still be open.
-        ran?;
-        committed.map_err(StoreError::from)
+        let rows = ran?;
+        committed.map_err(StoreError::from)?;
+        Ok(rows)
     }
 
     /// Ends the transaction writing nothing. A connection that cannot roll

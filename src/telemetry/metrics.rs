@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Map, Value};
 
-use crate::domain::Counts;
+use crate::domain::{Counts, Delivery};
 
 pub const NAMESPACE: &str = "BatchProcessor";
 
@@ -19,11 +19,12 @@ pub const NAMESPACE: &str = "BatchProcessor";
 pub fn emf_line(
     job_type: &str,
     counts: &Counts,
+    delivery: Option<&Delivery>,
     duration_ms: u64,
     error: bool,
     request_id: &str,
 ) -> String {
-    let metrics: [(&str, u64, &str); 10] = [
+    let mut metrics: Vec<(&str, u64, &str)> = vec![
         ("Confirmed", counts.confirmed, "Count"),
         ("NeedsReview", counts.needs_review, "Count"),
         ("Cancelled", counts.cancelled, "Count"),
@@ -35,6 +36,19 @@ pub fn emf_line(
         ("DurationMs", duration_ms, "Milliseconds"),
         ("Errors", u64::from(error), "Count"),
     ];
+    // Outbox delivery (behaviour §10), when the job tried it.
+    if let Some(d) = delivery {
+        metrics.extend([
+            ("EventsPublished", d.published, "Count"),
+            ("PublishFailures", d.failed, "Count"),
+            ("EventsPending", d.pending, "Count"),
+            (
+                "OldestPendingEventAgeSeconds",
+                d.oldest_pending_secs,
+                "Seconds",
+            ),
+        ]);
+    }
     let mut line = Map::new();
     line.insert(
         "_aws".into(),
@@ -48,8 +62,8 @@ pub fn emf_line(
         }),
     );
     line.insert("JobType".into(), json!(job_type));
-    for (name, value, _) in metrics {
-        line.insert(name.into(), json!(value));
+    for (name, value, _) in &metrics {
+        line.insert((*name).into(), json!(value));
     }
     // A property, not a dimension: lets an operator go from a metric to the logs.
     line.insert("requestId".into(), json!(request_id));
@@ -98,7 +112,8 @@ mod tests {
             ..Counts::default()
         };
         let v: Value =
-            serde_json::from_str(&emf_line("orchestrate", &counts, 42, false, "r-1")).unwrap();
+            serde_json::from_str(&emf_line("orchestrate", &counts, None, 42, false, "r-1"))
+                .unwrap();
         let aws = &v["_aws"];
         assert!(aws["Timestamp"].as_i64().unwrap() > 1_700_000_000_000);
         let cwm = &aws["CloudWatchMetrics"][0];

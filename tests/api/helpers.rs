@@ -116,6 +116,8 @@ pub struct TestApp {
     pub db: tokio_postgres::Client,
     /// The URL of this test's database.
     pub url: String,
+    /// The EMF metric lines the app wrote.
+    pub metrics: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     // Last: dropped after the app's pool.
     _database: std::sync::Arc<TestDb>,
 }
@@ -159,18 +161,25 @@ impl TestApp {
 
     async fn on(database: std::sync::Arc<TestDb>, env: &[(&str, &str)]) -> Self {
         init_test_logs();
-        // Metric lines are checked by the observability test; elsewhere they are noise.
+        // Metric lines are kept, not printed: tests that check them read them.
+        let metrics: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
         let app = App::new(settings(&database.url, env))
             .expect("app builds")
             .with_metrics(batch_processor::telemetry::metrics::MetricsSink::Buffer(
-                Default::default(),
+                metrics.clone(),
             ));
         TestApp {
             app,
+            metrics,
             db: connect(&database.url).await,
             url: database.url.clone(),
             _database: database,
         }
+    }
+
+    /// The metric lines written so far.
+    pub fn metric_lines(&self) -> Vec<String> {
+        self.metrics.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     pub async fn invoke(&self, event: Value) -> Result<Value, InvocationError> {

@@ -7,6 +7,7 @@ mod infra;
 
 mod auth;
 mod connections;
+mod delivery;
 mod http;
 mod jwks;
 mod live_database;
