@@ -258,26 +258,28 @@ pub async fn confirm(
                   WHERE b.id = i.batch_id AND b.batch_status IN ('filling', 'needs_review')
               RETURNING b.id, b.supplier_id, b.target_quantity, b.product_category, b.unit_price_base,
                         i.fill, i.note
-             ), totals AS (
-                 SELECT c.batch_id, sum(c.quantity * c.buyer_price_per_unit) AS buyer_total
-                   FROM batch_contributions c
-                  WHERE c.batch_id = ANY($1::uuid[]) AND c.batch_id IN (SELECT id FROM moved)
-                  GROUP BY c.batch_id
+             ), linked AS MATERIALIZED (
+                 -- The supplier order already linked to each batch, if any: one
+                 -- probe of the unique batch_id index per confirmed batch.
+                 SELECT m.id AS batch_id, so.id, so.quantity, so.buyer_price, so.supplier_price
+                   FROM moved m LEFT JOIN supplier_orders so ON so.batch_id = m.id
              ), existing AS (
-                 SELECT so.id, so.batch_id, so.quantity, so.buyer_price, so.supplier_price, true AS reused
-                   FROM supplier_orders so
-                  WHERE so.batch_id = ANY($1::uuid[]) AND so.batch_id IN (SELECT id FROM moved)
+                 SELECT l.id, l.batch_id, l.quantity, l.buyer_price, l.supplier_price, true AS reused
+                   FROM linked l WHERE l.id IS NOT NULL
              ), made AS (
                  INSERT INTO supplier_orders
                         (order_number, supplier_id, batch_id, product_type, quantity,
                          buyer_price, supplier_price, status, target_date)
+                 -- Per batch, index probes only (contributions by batch, terms by
+                 -- supplier, supplier orders by batch): no join the planner could
+                 -- turn into a rescan per row.
                  SELECT 'BATCH-' || m.id, m.supplier_id, m.id, m.product_category, m.target_quantity,
-                        COALESCE(t.buyer_total, 0), m.unit_price_base * m.target_quantity, 'pending',
-                        current_date + COALESCE(mt.lead_time_days, 14)
-                   FROM moved m
-                   LEFT JOIN totals t ON t.batch_id = m.id
-                   LEFT JOIN supplier_mou_terms mt ON mt.supplier_id = m.supplier_id
-                  WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.batch_id = m.id)
+                        COALESCE((SELECT sum(c.quantity * c.buyer_price_per_unit)
+                                    FROM batch_contributions c WHERE c.batch_id = m.id), 0),
+                        m.unit_price_base * m.target_quantity, 'pending',
+                        current_date + COALESCE((SELECT mt.lead_time_days FROM supplier_mou_terms mt
+                                                  WHERE mt.supplier_id = m.supplier_id), 14)
+                   FROM moved m JOIN linked l ON l.batch_id = m.id AND l.id IS NULL
               RETURNING id, batch_id, quantity, buyer_price, supplier_price, false AS reused
              ), so AS (
                  SELECT * FROM made UNION ALL SELECT * FROM existing
