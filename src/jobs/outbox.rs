@@ -111,9 +111,9 @@ pub async fn deliver(
     let mut client = db.get().await?;
     let mut left = bounds.limit;
     while left > 0 && !bounds.deadline.reached() {
-        let Some(time) = bounds.budget.checked_sub(started.elapsed()) else {
+        if started.elapsed() >= bounds.budget {
             break;
-        };
+        }
         let tx = db.begin(&mut client).await?;
         let sql = db.sql(&tx);
         let only = match scope {
@@ -127,7 +127,7 @@ pub async fn deliver(
         let mut accepted = Vec::new();
         let mut sink_failed = false;
         for chunk in batch.chunks(PER_CALL) {
-            let remaining = time.saturating_sub(started.elapsed());
+            let remaining = bounds.budget.saturating_sub(started.elapsed());
             let answer = match tokio::time::timeout(remaining, sink.send(chunk)).await {
                 Ok(answer) => answer,
                 Err(_) => Err(SinkError("timed out within the delivery budget".into())),
