@@ -5,6 +5,7 @@
     local_lambda.py invoke EVENT     # send events/<file>.json to a running watch (tokens filled in)
     local_lambda.py demo             # fresh demo database, seed, start watch, run jobs, print, stop
     local_lambda.py e2e              # the end-to-end test: every file in events/ through cargo lambda
+    local_lambda.py artifact         # the same events against the bootstrap `sam build` made (make package)
 
 Only the standard library: it runs before anything else is installed. Event files may hold the
 placeholders <ADMIN_JWT> and <BUYER_JWT>; they are replaced by HS256 tokens signed with JWT_SECRET.
@@ -192,6 +193,44 @@ def actions(answer):
     return {r["batchId"][-2:]: r for r in answer.get("results", [])}
 
 
+def event_expectations(delivery=False):
+    """What each file in events/ must answer, after demo-seed.sql (loaded before orchestrate-dry-run).
+    `delivery`: EVENT_BUS_NAME is set (the jobs deliver their events; publish-events finds none left)."""
+    return {
+        "migrate.json": lambda a: a["success"] and len(a["applied"]) >= 4,
+        "orchestrate-dry-run.json": lambda a: a["dryRun"] and {k: r["action"] for k, r in actions(a).items()} == {
+            "01": "confirmed", "02": "needs_review", "03": "cancelled", "04": "nearing_target",
+            "06": "skipped", "07": "needs_review"} and actions(a)["03"]["ordersCancelled"] == 2,
+        "orchestrate.json": lambda a: "supplierOrderId" in actions(a)["01"]
+            and actions(a)["03"]["ordersCancelled"] == 2 and a["evaluated"] == 7 and not a["hasMore"],
+        "review-batch.json": lambda a: a["results"][0]["action"] == "confirmed"
+            and "supplierOrderId" in a["results"][0],
+        "rest-api-review-batch.json": lambda a: a["statusCode"] == 200
+            and proxy_body(a)["results"][0]["action"] == "cancelled",
+        "process-order.json": lambda a: a["batchId"].endswith("04") and not a["isNewBatch"]
+            and a["pricing"]["factoryPrice"] == 8.93 and a["pricing"]["buyerPrice"] == 10.71
+            and a["batchFillPercentage"] == 90.0,
+        "http-api-process-order.json": lambda a: a["statusCode"] == 200
+            and proxy_body(a)["batchFillPercentage"] == 100.0,
+        "http-api-orchestrate.json": lambda a: a["statusCode"] == 200 and proxy_body(a)["dryRun"],
+        "http-api-jwt-authorizer-orchestrate.json": lambda a: a["statusCode"] == 200
+            and proxy_body(a)["success"],
+        # A Supabase admin user as API Gateway's JWT authorizer hands the claims over: all strings,
+        # app_metadata in Go's map rendering.
+        "http-api-jwt-authorizer-admin-user.json": lambda a: a["statusCode"] == 200
+            and proxy_body(a)["success"],
+        "http-api-options.json": lambda a: a["statusCode"] == 204
+            and a["headers"]["access-control-allow-origin"] == "https://shop.example.com"
+            and a["headers"]["access-control-allow-methods"] == "POST, OPTIONS",
+        "eventbridge-schedule.json": lambda a: a["success"] and not a["hasMore"],
+        # make e2e runs without EVENT_BUS_NAME: nothing is sent, the answer says so and counts what waits.
+        "publish-events.json": (lambda a: a["success"] and a["deliveryEnabled"] and a["failed"] == 0
+                                and a["pending"] == 0) if delivery else
+                               (lambda a: a["success"] and a["deliveryEnabled"] is False
+                                and a["published"] == 0 and a["pending"] > 0),
+    }
+
+
 # ---- commands ----------------------------------------------------------------
 
 def cmd_watch(args):
@@ -303,37 +342,7 @@ def cmd_e2e(args):
             return None
         return answer
 
-    expectations = {
-        "migrate.json": lambda a: a["success"] and len(a["applied"]) >= 4,
-        "orchestrate-dry-run.json": lambda a: a["dryRun"] and {k: r["action"] for k, r in actions(a).items()} == {
-            "01": "confirmed", "02": "needs_review", "03": "cancelled", "04": "nearing_target",
-            "06": "skipped", "07": "needs_review"} and actions(a)["03"]["ordersCancelled"] == 2,
-        "orchestrate.json": lambda a: "supplierOrderId" in actions(a)["01"]
-            and actions(a)["03"]["ordersCancelled"] == 2 and a["evaluated"] == 7 and not a["hasMore"],
-        "review-batch.json": lambda a: a["results"][0]["action"] == "confirmed"
-            and "supplierOrderId" in a["results"][0],
-        "rest-api-review-batch.json": lambda a: a["statusCode"] == 200
-            and proxy_body(a)["results"][0]["action"] == "cancelled",
-        "process-order.json": lambda a: a["batchId"].endswith("04") and not a["isNewBatch"]
-            and a["pricing"]["factoryPrice"] == 8.93 and a["pricing"]["buyerPrice"] == 10.71
-            and a["batchFillPercentage"] == 90.0,
-        "http-api-process-order.json": lambda a: a["statusCode"] == 200
-            and proxy_body(a)["batchFillPercentage"] == 100.0,
-        "http-api-orchestrate.json": lambda a: a["statusCode"] == 200 and proxy_body(a)["dryRun"],
-        "http-api-jwt-authorizer-orchestrate.json": lambda a: a["statusCode"] == 200
-            and proxy_body(a)["success"],
-        # A Supabase admin user as API Gateway's JWT authorizer hands the claims over: all strings,
-        # app_metadata in Go's map rendering.
-        "http-api-jwt-authorizer-admin-user.json": lambda a: a["statusCode"] == 200
-            and proxy_body(a)["success"],
-        "http-api-options.json": lambda a: a["statusCode"] == 204
-            and a["headers"]["access-control-allow-origin"] == "https://shop.example.com"
-            and a["headers"]["access-control-allow-methods"] == "POST, OPTIONS",
-        "eventbridge-schedule.json": lambda a: a["success"] and not a["hasMore"],
-        # make e2e runs without EVENT_BUS_NAME: nothing is sent, the answer says so and counts what waits.
-        "publish-events.json": lambda a: a["success"] and a["deliveryEnabled"] is False
-            and a["published"] == 0 and a["pending"] > 0,
-    }
+    expectations = event_expectations()
     on_disk = sorted(p.name for p in EVENTS.glob("*.json"))
     check("every file in events/ has an expectation", sorted(expectations) == on_disk,
           f"files {on_disk} vs expectations {sorted(expectations)}")
@@ -372,6 +381,159 @@ def cmd_e2e(args):
     return 0 if failed == 0 else 1
 
 
+class RuntimeApi:
+    """The Lambda Runtime API, as much of it as a function uses: the bootstrap long-polls
+    `GET /2018-06-01/runtime/invocation/next` and posts each answer (or error) back."""
+
+    def __init__(self):
+        import queue
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.pending, self.answers = queue.Queue(), {}
+        self.done = threading.Condition()
+        self.init_error = None
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if not self.path.endswith("/runtime/invocation/next"):
+                    return self.send_error(404)
+                request_id, event, deadline_ms = api.pending.get()
+                body = json.dumps(event).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Lambda-Runtime-Aws-Request-Id", request_id)
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(deadline_ms))
+                self.send_header("Lambda-Runtime-Invoked-Function-Arn",
+                                 "arn:aws:lambda:us-east-1:123456789012:function:batch-processor")
+                self.send_header("Lambda-Runtime-Trace-Id",
+                                 f"Root=1-{int(time.time()):08x}-{request_id[:24]};Sampled=0")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = self.path.split("/")
+                if self.path.endswith("/init/error"):
+                    api.init_error = body.decode(errors="replace")
+                elif len(parts) >= 6 and parts[-1] in ("response", "error"):
+                    with api.done:
+                        api.answers[parts[-2]] = (parts[-1] == "response", body.decode(errors="replace"))
+                        api.done.notify_all()
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def invoke(self, event, timeout=120):
+        """(ok, answer as JSON or error text), as Lambda would hand them to the caller."""
+        import uuid
+        request_id = str(uuid.uuid4())
+        self.pending.put((request_id, event, int(time.time() * 1000) + timeout * 1000))
+        with self.done:
+            if not self.done.wait_for(lambda: request_id in self.answers or self.init_error, timeout):
+                return False, "no answer in time"
+            if self.init_error and request_id not in self.answers:
+                return False, f"init error: {self.init_error}"
+            ok, body = self.answers.pop(request_id)
+        return ok, json.loads(body) if ok else body
+
+
+def cmd_artifact(args):
+    """The artifact `sam build` made, started the way Lambda starts it (a Runtime API of ours), with the
+    template's environment: credentials from a local Secrets Manager, events to a local EventBridge."""
+    bootstrap = Path(args.bootstrap).resolve()
+    if not os.access(bootstrap, os.X_OK):
+        raise SystemExit(f"{bootstrap} is not an executable: run `make package` first")
+    if not os.environ.get("AWS_ENDPOINT_URL"):
+        raise SystemExit("AWS_ENDPOINT_URL is not set: run through scripts/with-moto.sh (make artifact-e2e)")
+    import boto3
+    secret_value = "artifact-e2e-jwt-secret-of-a-reasonable-length!"
+    url = fresh_database(f"bp_artifact_{os.getpid()}")
+    scheme, _, rest = url.partition("://")
+    authority, _, dbname = rest.partition("/")
+    userinfo, _, hostport = authority.rpartition("@")
+    host, _, port = hostport.partition(":")
+    user = userinfo.split(":")[0] or "postgres"
+    secret_name = f"batch-processor/artifact-e2e/{os.getpid()}"
+    secret_arn = boto3.client("secretsmanager").create_secret(Name=secret_name, SecretString=json.dumps({
+        "engine": "postgres", "host": host, "port": int(port or 5432), "username": user,
+        "password": "trust-auth-ignores-it", "dbname": dbname.split("?")[0], "jwtSecret": secret_value}))["ARN"]
+    bus = f"batch-processor-artifact-{os.getpid()}"
+    boto3.client("events").create_event_bus(Name=bus)
+    api = RuntimeApi()
+    # The variables template.yaml gives the function (its defaults; the stack's own bus), plus what
+    # Lambda itself sets. Empty values are what CloudFormation writes for an empty parameter.
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k in ("PATH", "HOME")}
+    env.update({
+        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{api.port}", "AWS_LAMBDA_FUNCTION_NAME": FUNCTION,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand", "AWS_LAMBDA_LOG_FORMAT": "JSON",
+        "AWS_LAMBDA_LOG_LEVEL": "INFO", "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/batch-processor",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "artifact-e2e", "LAMBDA_TASK_ROOT": str(bootstrap.parent),
+        "DB_SECRET_ID": secret_arn, "DB_HOST": "", "DB_PORT": "", "DB_NAME": "", "DB_SSLMODE": "require",
+        "DB_CA_FILE": "", "DB_POOLER": "session", "DB_POOL_SIZE": "2", "JWT_SECRET": "",
+        "SUPABASE_URL": "", "ALLOW_ANONYMOUS_BUYERS": "false", "AUTH_MODE": "jwt",
+        "ORCHESTRATE_LOOKAHEAD_HOURS": "24", "BATCH_WINDOW_DAYS": "7", "DEADLINE_MARGIN_MS": "2000",
+        "CORS_ALLOW_ORIGIN": "https://shop.example.com", "EVENT_BUS_NAME": bus,
+        "EVENT_SOURCE": "batch-processor",
+    })
+    log_path = ROOT / "target" / "artifact-e2e.log"
+    log_path.parent.mkdir(exist_ok=True)
+    passed, failed = 0, 0
+
+    def check(name, condition, detail=""):
+        nonlocal passed, failed
+        passed, failed = (passed + 1, failed) if condition else (passed, failed + 1)
+        print(f"{'ok  ' if condition else 'FAIL'} {name}" + ("" if condition else f": {detail}"), flush=True)
+
+    def ev(name):
+        text = (EVENTS / name).read_text()
+        text = text.replace("<ADMIN_JWT>", admin_token(secret_value)).replace("<BUYER_JWT>", buyer_token(secret_value))
+        return api.invoke(json.loads(text))
+
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen([str(bootstrap)], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=bootstrap.parent, start_new_session=True)
+        try:
+            expectations = event_expectations(delivery=True)
+            for name, expect in expectations.items():
+                if name == "orchestrate-dry-run.json":
+                    psql(url, "-f", str(ROOT / "scripts" / "demo-seed.sql"))
+                ok, answer = ev(name)
+                if not ok:
+                    check(name, False, answer)
+                    continue
+                try:
+                    check(name, expect(answer), json.dumps(answer)[:600])
+                except (KeyError, TypeError, IndexError) as e:
+                    check(name, False, f"{e!r}: {json.dumps(answer)[:600]}")
+            ok, answer = ev("review-batch.json")
+            check("a failed invocation is a function error carrying the JSON error",
+                  not ok and "Batch is confirmed, not needs_review" in answer, answer)
+            pending = subprocess.run(["psql", url, "-XAtc",
+                                      "SELECT count(*) FROM batch_events WHERE published_at IS NULL"],
+                                     capture_output=True, text=True).stdout.strip()
+            check("every event was delivered to the local EventBridge", pending == "0", f"{pending} pending")
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+    lines = log_path.read_text().splitlines()
+    check("the function logs JSON lines", lines and all(l.startswith("{") for l in lines),
+          next((l for l in lines if not l.startswith("{")), "no log lines"))
+    psql(with_db(url, "postgres"), "-c", f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[-1]}" WITH (FORCE)')
+    print(f"artifact-e2e: {passed} passed, {failed} failed", flush=True)
+    return 0 if failed == 0 else 1
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -384,8 +546,11 @@ def main():
     i.add_argument("--port", type=int, default=port)
     sub.add_parser("demo")
     sub.add_parser("e2e")
+    a = sub.add_parser("artifact")
+    a.add_argument("--bootstrap", default=str(ROOT / ".aws-sam" / "build" / "BatchProcessorFunction" / "bootstrap"))
     args = parser.parse_args()
-    return {"watch": cmd_watch, "invoke": cmd_invoke, "demo": cmd_demo, "e2e": cmd_e2e}[args.cmd](args)
+    return {"watch": cmd_watch, "invoke": cmd_invoke, "demo": cmd_demo, "e2e": cmd_e2e,
+            "artifact": cmd_artifact}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ pub const KEEP_KEYS: &[&str] = &[
     "awsrequestid",
 ];
 
+/// Letters and digits of any script, so `josé@exämple.com` is an email too.
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b([a-z0-9._%+\-]+)@([a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,})\b")
+    Regex::new(r"\b([\p{L}\p{N}._%+\-]+)@([\p{L}\p{N}\-]+(?:\.[\p{L}\p{N}\-]+)*\.\p{L}{2,})\b")
         .expect("email regex")
 });
 static UUID: LazyLock<Regex> = LazyLock::new(|| {
@@ -46,6 +47,19 @@ static UUID: LazyLock<Regex> = LazyLock::new(|| {
 static PHONE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(\+\d(?:[ \-]?\d){7,14})|(?:^|[^\d.\w\-])(\d{10,15})(?:$|[^\d.\w\-])")
         .expect("phone regex")
+});
+/// Phone numbers as people write them: groups of digits split by single
+/// spaces or dashes, an area code in parentheses, a `+` country code with an
+/// optional `(0)` — `017 1234 5678`, `01712-345678`, `(415) 555-0123`,
+/// `+44 (0)20 7946 0958`. A candidate counts only with 10–15 digits (8–15 after
+/// a `+`) and not touching a digit, letter, `-`, `/`, `:` or a `.` that starts
+/// a decimal part (a full stop ending a sentence is fine) — so dates,
+/// times, prices, quantities, order numbers and UUID tails stay readable.
+static WRITTEN_PHONE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?:^|[^\d\w.\-/:+])((?:\+\d{1,3}|\(\d{2,5}\)|\d{2,5})(?:[ \-]?(?:\(\d{1,4}\)|\d{2,5})){1,6})(?:$|[^\d\w.\-/:]|\.(?:$|\D))",
+    )
+    .expect("written phone regex")
 });
 static JWT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*").expect("jwt regex")
@@ -119,6 +133,29 @@ pub fn redact_text<'a>(text: &'a str, keep: &HashSet<String>) -> Cow<'a, str> {
             )
         }
         _ => c[0].to_owned(),
+    });
+    apply(&WRITTEN_PHONE, &|c| {
+        let whole = &c[0];
+        let Some(number) = c.get(1) else {
+            return whole.to_owned();
+        };
+        let digits = number.as_str().chars().filter(char::is_ascii_digit).count();
+        let plus = number.as_str().starts_with('+');
+        let is_phone = if plus {
+            (8..=15).contains(&digits)
+        } else {
+            (10..=15).contains(&digits)
+        };
+        if !is_phone {
+            return whole.to_owned();
+        }
+        let start = number.start() - c.get(0).map_or(0, |m| m.start());
+        format!(
+            "{}{}{}",
+            &whole[..start],
+            mask_phone(number.as_str()),
+            &whole[start + number.as_str().len()..]
+        )
     });
     out
 }
@@ -240,6 +277,50 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(text(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn phones_as_people_write_them() {
+        let cases = [
+            ("017 1234 5678", "017****78"),
+            ("call 01712-345678 now", "call 017****78 now"),
+            ("(415) 555-0123", "415****23"),
+            ("tel: (415) 555-0123.", "tel: 415****23."),
+            ("+44 (0)20 7946 0958", "+440****58"),
+            ("+1 415 555 0123", "+141****23"),
+            ("josé@exämple.com", "jos***@exämple.com"),
+            ("Müller.Jörg@beispiel.de", "Mül***@beispiel.de"),
+            ("李@例子.中国", "***@例子.中国"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(text(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn numbers_that_are_not_phones_stay_readable() {
+        let stays = [
+            "quantity 50, 120 units",
+            "quantity 1000000",
+            "buyerPrice 12.60 total 1,260.00",
+            "price 12345678901.50",
+            "2026-11-29",
+            "2026-11-29 12:00:00",
+            "2026-11-29T12:00:00.123Z",
+            "window 2026-12-06 09:30 UTC",
+            "BO-20261129-3F2A9C1B7E40",
+            "BATCH-b1000000",
+            "id 550e8400-****",
+            "fill 62.5% of 200",
+            "12 34 56",
+            "sizes 38 40 42 44",
+            "lead 14 days, moq 200, 4 styles",
+            "v1.2.3",
+            "10:30-11:45",
+        ];
+        for input in stays {
+            assert_eq!(text(input), input, "{input}");
         }
     }
 

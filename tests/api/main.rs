@@ -17,4 +17,5 @@ mod orchestrate;
 mod process_order;
 mod reliability;
 mod review_batch;
+mod template;
 mod tier_filter;

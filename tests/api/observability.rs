@@ -203,3 +203,58 @@ async fn a_dry_run_counts_no_actions_in_its_metrics() {
     assert_eq!(lines[0]["Cancelled"], 0, "the dry run");
     assert_eq!(lines[1]["Cancelled"], 1, "the real run");
 }
+
+/// At `info` — what production logs — a request's free-form buyer data never
+/// appears, not even masked: the `job request` line names the job, its plain
+/// fields and the keys sent. The whole request is there only at `debug`.
+#[tokio::test]
+async fn at_info_the_request_line_carries_no_buyer_data() {
+    let capture = Capture::default();
+    let _logs = tracing::subscriber::set_default(telemetry::subscriber(
+        Format::Json,
+        EnvFilter::new("info,tokio_postgres=warn"),
+        capture.clone(),
+    ));
+    let t = TestApp::spawn().await;
+    t.terms("active", 200, 4, "10.00", None, 10).await;
+    let style = json!({"variant": "sunset-orange-xl",
+                       "notes": "ring 017 1234 5678 or (415) 555-0123, josé@exämple.com"});
+    t.invoke_with(
+        json!({"jobType": "process-order", "data": {"productCategory": "hoodies", "productVariantBase": "zip",
+               "quantity": 7, "styleDetails": style, "buyerId": BUYER}}),
+        &Invocation::new("req-info-1", None),
+    )
+    .await
+    .unwrap();
+    let text = capture.text();
+    let request_line: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "job request" && v["span"]["requestId"] == "req-info-1")
+        .expect("a job request line at info");
+    let request = request_line["request"].as_str().unwrap();
+    let summary: Value = serde_json::from_str(request).unwrap();
+    assert_eq!(summary["productCategory"], "hoodies");
+    assert_eq!(summary["quantity"], 7);
+    assert_eq!(
+        summary["keys"],
+        json!([
+            "buyerId",
+            "productCategory",
+            "productVariantBase",
+            "quantity",
+            "styleDetails"
+        ])
+    );
+    for never in [
+        "sunset-orange",
+        "017 1234",
+        "5678",
+        "555-0123",
+        "josé",
+        "exämple",
+        "\"notes\"",
+    ] {
+        assert!(!text.contains(never), "{never} reached the info logs");
+    }
+}
