@@ -10,6 +10,8 @@
 //! finds or starts one). Durable commits are expected (fsync and
 //! synchronous_commit on); the report prints the settings it ran with.
 
+#![recursion_limit = "256"]
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};

@@ -3,6 +3,8 @@
 //! adapt the event, authenticate, run the job, answer in the source's shape,
 //! then one summary log line and one metric line.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use secrecy::SecretString;
@@ -19,7 +21,8 @@ use crate::jobs::outbox::EventSink;
 use crate::jobs::{Deadline, Job, JobContext, JobType};
 use crate::store::pool::DbConfigError;
 use crate::store::Db;
-use crate::telemetry::metrics::{emf_line, MetricsSink};
+use crate::telemetry::metrics::{emf_line, Line, MetricsSink};
+use crate::telemetry::phases::{self, Phases, Timings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -35,6 +38,8 @@ pub struct App {
     pub events: Option<Box<dyn EventSink>>,
     /// Where the one EMF line per job goes (stdout on Lambda).
     pub metrics: MetricsSink,
+    /// Still true until this instance's first invocation starts.
+    cold: AtomicBool,
 }
 
 impl App {
@@ -57,6 +62,7 @@ impl App {
             db,
             events,
             metrics: MetricsSink::Stdout,
+            cold: AtomicBool::new(true),
         })
     }
 
@@ -81,6 +87,8 @@ struct Record {
     job_type: Option<JobType>,
     counts: Counts,
     delivery: Option<Delivery>,
+    cold_start: bool,
+    timings: Timings,
 }
 
 /// How one invocation ends, before it is shaped for Lambda.
@@ -106,22 +114,40 @@ impl Answer {
 impl App {
     /// Handles one Lambda event from any source. Everything logged while it
     /// runs carries the request id (the `invocation` span).
+    /// Every line also carries the X-Ray trace id (`xrayTraceId`), when
+    /// Lambda gave one, and the phase clocks run for this invocation.
     pub async fn handle(&self, event: Value, inv: &Invocation) -> Result<Value, InvocationError> {
-        let span = tracing::info_span!("invocation", requestId = %inv.request_id);
-        self.handle_in_span(event, inv).instrument(span).await
+        let span = tracing::info_span!(
+            "invocation",
+            requestId = %inv.request_id,
+            xrayTraceId = tracing::field::Empty
+        );
+        if let Some(trace) = &inv.trace_id {
+            span.record("xrayTraceId", trace.as_str());
+        }
+        let phases = Arc::new(Phases::default());
+        // Boxed: the jobs' futures are large, and a caller's stack (a test
+        // thread's 2 MiB, unoptimised) should not have to hold them.
+        let work = Box::pin(self.handle_in_span(event, inv, &phases));
+        phases::scope(phases.clone(), work).instrument(span).await
     }
 
     async fn handle_in_span(
         &self,
         event: Value,
         inv: &Invocation,
+        phases: &Phases,
     ) -> Result<Value, InvocationError> {
         let started = Instant::now();
-        let mut record = Record::default();
+        let mut record = Record {
+            cold_start: self.cold.swap(false, Ordering::Relaxed),
+            ..Record::default()
+        };
         let (source, answer) = self.answer(event, inv, &mut record).await;
         if let Answer::Failed(e) = &answer {
             log_error(e);
         }
+        record.timings = phases.timings();
         self.summarize(source, answer.status(), &record, started, inv);
         match answer {
             Answer::Direct(v) | Answer::Http(_, v) => Ok(v),
@@ -324,17 +350,26 @@ impl App {
             eventsPublished = d.published,
             publishFailures = d.failed,
             eventsPending = d.pending,
+            coldStart = record.cold_start,
+            secretMs = record.timings.secret_ms,
+            connectMs = record.timings.connect_ms,
+            dbMs = record.timings.db_ms,
+            publishMs = record.timings.publish_ms,
+            xrayTraceId = inv.trace_id.as_deref().unwrap_or(""),
             "invocation finished"
         );
         if record.job_type.is_some() || status >= 400 {
-            self.metrics.emit(&emf_line(
+            self.metrics.emit(&emf_line(&Line {
                 job_type,
-                c,
-                record.delivery.as_ref(),
+                counts: c,
+                delivery: record.delivery.as_ref(),
                 duration_ms,
-                status >= 500,
-                &inv.request_id,
-            ));
+                error: status >= 500,
+                cold_start: record.cold_start,
+                timings: record.timings,
+                request_id: &inv.request_id,
+                trace_id: inv.trace_id.as_deref(),
+            }));
         }
     }
 }

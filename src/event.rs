@@ -45,6 +45,8 @@ pub struct Invocation {
     pub request_id: String,
     /// When Lambda will stop the invocation.
     pub deadline: Option<Instant>,
+    /// The X-Ray trace id Lambda handed over (`Lambda-Runtime-Trace-Id`).
+    pub trace_id: Option<String>,
 }
 
 impl Invocation {
@@ -52,7 +54,14 @@ impl Invocation {
         Invocation {
             request_id: request_id.into(),
             deadline,
+            trace_id: None,
         }
+    }
+
+    /// The same invocation, traced under `trace_id`.
+    pub fn with_trace(mut self, trace_id: impl Into<String>) -> Self {
+        self.trace_id = Some(trace_id.into()).filter(|t: &String| !t.is_empty());
+        self
     }
 
     /// From the runtime's context, whose deadline is milliseconds since the epoch.
@@ -64,7 +73,11 @@ impl Invocation {
         let remaining_ms = remaining_ms(ctx.deadline, now_ms);
         tracing::debug!(deadline = ctx.deadline, remaining_ms, "invocation deadline");
         let deadline = remaining_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
-        Invocation::new(ctx.request_id.clone(), deadline)
+        let inv = Invocation::new(ctx.request_id.clone(), deadline);
+        match &ctx.xray_trace_id {
+            Some(trace) => inv.with_trace(trace.clone()),
+            None => inv,
+        }
     }
 }
 

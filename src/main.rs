@@ -6,6 +6,8 @@
 //! `make migrate` runs); `batch-processor invoke FILE` (or `-` for stdin)
 //! handles the event in FILE as a direct invocation would and prints the answer.
 
+#![recursion_limit = "256"]
+
 use std::sync::Arc;
 
 use batch_processor::configuration::Settings;

@@ -15,6 +15,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, OnceCell};
 
+use crate::telemetry::phases::{timed, Phase};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
     /// Secrets Manager could not be asked or refused (network, IAM, no such secret).
@@ -111,12 +113,12 @@ impl SecretsManager {
                 aws_sdk_secretsmanager::Client::new(crate::aws::config().await)
             })
             .await;
-        let out = client
-            .get_secret_value()
-            .secret_id(&self.secret_id)
-            .send()
-            .await
-            .map_err(|e| {
+        let out = timed(
+            Phase::Secret,
+            client.get_secret_value().secret_id(&self.secret_id).send(),
+        )
+        .await
+        .map_err(|e| {
                 // The SDK's error names the secret id and the AWS error code, not its value.
                 tracing::error!(error = %aws_sdk_secretsmanager::error::DisplayErrorContext(&e), "GetSecretValue failed");
                 SecretError::Unavailable

@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::JobContext;
 use crate::error::ApiError;
 use crate::store::migrations;
+use crate::telemetry::phases::{timed, Phase};
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -21,7 +22,7 @@ pub async fn run(ctx: &JobContext<'_>) -> Result<MigrateResponse, ApiError> {
         statement: ctx.settings.migrate_statement_timeout,
         lock: ctx.settings.migrate_lock_timeout,
     };
-    let report = migrations::run(&mut client, timeouts).await?;
+    let report = timed(Phase::Db, migrations::run(&mut client, timeouts)).await?;
     Ok(MigrateResponse {
         success: true,
         applied: report.applied,

@@ -20,6 +20,7 @@ use crate::configuration::Settings;
 use crate::domain::{Counts, Delivery};
 use crate::error::ApiError;
 use crate::store::{Db, StoreError};
+use crate::telemetry::phases::{timed, Phase};
 use input::Data;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -250,7 +251,7 @@ impl JobOutput {
             budget,
             deadline: ctx.deadline,
         };
-        match outbox::deliver(ctx.db, sink, scope, bounds).await {
+        match timed(Phase::Publish, outbox::deliver(ctx.db, sink, scope, bounds)).await {
             Ok(delivery) => self.delivery = Some(delivery),
             Err(e) => {
                 tracing::warn!(error = %e, "could not deliver events after the job; a later run will");

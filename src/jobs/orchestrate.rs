@@ -410,7 +410,7 @@ async fn act_chunk(
     let plan = Plan::of(&rows);
     match plan.apply(&sql).await {
         Ok(applied) => {
-            tx.commit().await.map_err(StoreError::from)?;
+            crate::store::commit(tx).await?;
             plan.log_applied(rows.len());
             nearing_now.extend(plan.nearing.iter().map(|m| m.batch_id));
             plan.finish(&applied.supplier_orders, &applied.cancelled, false, out)?;
@@ -418,7 +418,7 @@ async fn act_chunk(
         Err(e) if e.outage().is_some() => return Err(e.into()),
         Err(e) => {
             tracing::warn!(error = %e, batches = rows.len(), "a chunk's writes failed; isolating the failing batches");
-            tx.rollback().await.map_err(StoreError::from)?;
+            crate::store::rollback(tx).await?;
             let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
             isolate(db, client, &ids, query.lookahead_hours, out, nearing_now).await?;
         }
@@ -448,21 +448,19 @@ async fn isolate(
     let mut failed: Vec<(CandidateRow, String)> = Vec::new();
     while let Some(group) = groups.pop() {
         let plan = Plan::of(group);
-        tx.batch_execute("SAVEPOINT bp_isolate")
-            .await
-            .map_err(StoreError::from)?;
+        crate::store::run_in(&tx, "SAVEPOINT bp_isolate").await?;
         match plan.apply(&sql).await {
             Ok(applied) => {
-                tx.batch_execute("RELEASE SAVEPOINT bp_isolate")
-                    .await
-                    .map_err(StoreError::from)?;
+                crate::store::run_in(&tx, "RELEASE SAVEPOINT bp_isolate").await?;
                 done.push((plan, applied));
             }
             Err(e) if e.outage().is_some() => return Err(e.into()),
             Err(e) => {
-                tx.batch_execute("ROLLBACK TO SAVEPOINT bp_isolate; RELEASE SAVEPOINT bp_isolate")
-                    .await
-                    .map_err(StoreError::from)?;
+                crate::store::run_in(
+                    &tx,
+                    "ROLLBACK TO SAVEPOINT bp_isolate; RELEASE SAVEPOINT bp_isolate",
+                )
+                .await?;
                 match group {
                     [one] => failed.push((*one, e.data_reason())),
                     _ => {
@@ -474,7 +472,7 @@ async fn isolate(
             }
         }
     }
-    tx.commit().await.map_err(StoreError::from)?;
+    crate::store::commit(tx).await?;
     for (plan, applied) in done {
         plan.log_applied(plan.reports.len());
         nearing_now.extend(plan.nearing.iter().map(|m| m.batch_id));

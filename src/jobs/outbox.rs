@@ -158,7 +158,7 @@ pub async fn deliver(
             }
         }
         events::mark_published(&sql, &accepted).await?;
-        tx.commit().await?;
+        crate::store::commit(tx).await?;
         out.published += accepted.len() as u64;
         left = left.saturating_sub(claimed as u64);
         if sink_failed || (claimed as i64) < want {

@@ -10,6 +10,7 @@ use super::JobContext;
 use crate::domain::Delivery;
 use crate::error::ApiError;
 use crate::store::events;
+use crate::telemetry::phases::{timed, Phase};
 
 pub const DEFAULT_LIMIT: i64 = 1000;
 pub const MAX_LIMIT: i64 = 100_000;
@@ -51,7 +52,11 @@ pub async fn run(
                 budget: ctx.settings.publish_job_budget,
                 deadline: ctx.deadline,
             };
-            outbox::deliver(ctx.db, sink, Scope::All, bounds).await?
+            timed(
+                Phase::Publish,
+                outbox::deliver(ctx.db, sink, Scope::All, bounds),
+            )
+            .await?
         }
         None => {
             let client = ctx.db.get().await?;

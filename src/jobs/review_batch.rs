@@ -65,7 +65,7 @@ async fn reject(
     if admin.is_none() {
         return batches::cancel(sql, moved, None, false).await;
     }
-    tx.batch_execute("SAVEPOINT bp_reject").await?;
+    crate::store::run_in(tx, "SAVEPOINT bp_reject").await?;
     match batches::cancel(sql, moved, admin, true).await {
         Ok(counts) => Ok(counts),
         Err(e)
@@ -73,7 +73,7 @@ async fn reject(
                 && e.table() == Some("order_status_history") =>
         {
             tracing::info!("the reviewing admin is not a user the history's foreign key knows; recording changed_by NULL");
-            tx.batch_execute("ROLLBACK TO SAVEPOINT bp_reject").await?;
+            crate::store::run_in(tx, "ROLLBACK TO SAVEPOINT bp_reject").await?;
             batches::cancel(sql, moved, admin, false).await
         }
         Err(e) => Err(e),
@@ -135,7 +135,7 @@ pub async fn run(
             result.orders_cancelled = Some(counts.get(&req.batch_id).copied().unwrap_or(0));
         }
     }
-    tx.commit().await.map_err(StoreError::from)?;
+    crate::store::commit(tx).await?;
     tracing::info!(batchId = %req.batch_id, decision = ?req.decision, note = req.note.as_deref().unwrap_or(""), "batch reviewed");
     let mut results = Results::default();
     results.push(result);

@@ -45,6 +45,27 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Commits `tx`; its time is the invocation's `dbMs`.
+pub async fn commit(tx: deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    crate::telemetry::phases::timed(crate::telemetry::phases::Phase::Db, tx.commit())
+        .await
+        .map_err(StoreError::from)
+}
+
+/// Rolls `tx` back; its time is `dbMs`.
+pub async fn rollback(tx: deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    crate::telemetry::phases::timed(crate::telemetry::phases::Phase::Db, tx.rollback())
+        .await
+        .map_err(StoreError::from)
+}
+
+/// Runs plain SQL in `tx` (a savepoint, a rollback to one); its time is `dbMs`.
+pub async fn run_in(tx: &deadpool_postgres::Transaction<'_>, sql: &str) -> Result<(), StoreError> {
+    crate::telemetry::phases::timed(crate::telemetry::phases::Phase::Db, tx.batch_execute(sql))
+        .await
+        .map_err(StoreError::from)
+}
+
 impl StoreError {
     /// The SQLSTATE of a server error, if this is one.
     pub fn code(&self) -> Option<&SqlState> {

@@ -33,6 +33,7 @@ use super::tls;
 use super::{Sql, StoreError};
 use crate::configuration::{PoolerMode, Settings, SslMode};
 use crate::secrets::{DbSecret, SecretError, SecretsManager};
+use crate::telemetry::phases::{timed, Phase};
 
 /// How long connecting, or waiting for a free connection, may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -93,7 +94,12 @@ impl Db {
     }
 
     /// A connection, opening the pool (and reading the secret) on first use.
+    /// Its time is the invocation's `connectMs`.
     pub async fn get(&self) -> Result<Object, StoreError> {
+        timed(Phase::Connect, self.get_untimed()).await
+    }
+
+    async fn get_untimed(&self) -> Result<Object, StoreError> {
         let (pool, generation) = self.pool().await?;
         match pool.get().await {
             Ok(client) => Ok(client),
@@ -108,6 +114,13 @@ impl Db {
 
     /// Starts a transaction with the statement and lock timeouts in force.
     pub async fn begin<'a>(&self, client: &'a mut Object) -> Result<Transaction<'a>, StoreError> {
+        timed(Phase::Db, self.begin_untimed(client)).await
+    }
+
+    async fn begin_untimed<'a>(
+        &self,
+        client: &'a mut Object,
+    ) -> Result<Transaction<'a>, StoreError> {
         let tx = client.transaction().await?;
         if self.settings.pooler == PoolerMode::Transaction {
             let ms = self.settings.statement_timeout.as_millis();

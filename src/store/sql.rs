@@ -17,6 +17,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Statement};
 
 use super::StoreError;
+use crate::telemetry::phases::{timed, Phase};
 
 /// One bound parameter: its value and its Postgres type.
 pub type Param<'p> = (&'p (dyn ToSql + Sync), Type);
@@ -82,9 +83,13 @@ impl Sql<'_, '_> {
         })
     }
 
+    /// Runs a statement; its time (prepare included) is the invocation's `dbMs`.
     pub async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
-        let ready = self.ready(sql, params).await?;
-        self.run(&ready, params).await
+        timed(Phase::Db, async {
+            let ready = self.ready(sql, params).await?;
+            self.run(&ready, params).await
+        })
+        .await
     }
 
     /// Runs `a` then `b` in one round trip: both are prepared first, then
@@ -96,10 +101,13 @@ impl Sql<'_, '_> {
         a: (&str, &Params<'_>),
         b: (&str, &Params<'_>),
     ) -> Result<(Vec<Row>, Vec<Row>), StoreError> {
-        let ready_a = self.ready(a.0, a.1).await?;
-        let ready_b = self.ready(b.0, b.1).await?;
-        let (ra, rb) = in_order(self.run(&ready_a, a.1), self.run(&ready_b, b.1)).await;
-        Ok((ra?, rb?))
+        timed(Phase::Db, async {
+            let ready_a = self.ready(a.0, a.1).await?;
+            let ready_b = self.ready(b.0, b.1).await?;
+            let (ra, rb) = in_order(self.run(&ready_a, a.1), self.run(&ready_b, b.1)).await;
+            Ok((ra?, rb?))
+        })
+        .await
     }
 
     pub async fn query_opt(

@@ -13,6 +13,7 @@ use deadpool_postgres::Object;
 use super::sql::{in_order, Params, Sql};
 use super::{Db, StoreError};
 use crate::configuration::PoolerMode;
+use crate::telemetry::phases::{timed, Phase};
 
 /// An open transaction on a connection it owns. Ends by
 /// [`OwnedTx::query_then_commit`] or [`OwnedTx::rollback`]; dropped open
@@ -40,7 +41,7 @@ impl Db {
             client: Some(client),
             prepare: settings.pooler == PoolerMode::Session,
         };
-        tx.connection().batch_execute(&begin).await?;
+        timed(Phase::Db, tx.connection().batch_execute(&begin)).await?;
         Ok(tx)
     }
 }
@@ -71,15 +72,18 @@ impl OwnedTx {
         sql: &str,
         params: &Params<'_>,
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        let (ran, committed) = {
+        let (ran, committed) = timed(Phase::Db, async {
             let conn = self.connection();
             let sql_in_tx = Sql::Client {
                 client: conn,
                 prepare: self.prepare,
             };
             let ready = sql_in_tx.ready(sql, params).await?;
-            in_order(sql_in_tx.run(&ready, params), conn.batch_execute("COMMIT")).await
-        };
+            Ok::<_, StoreError>(
+                in_order(sql_in_tx.run(&ready, params), conn.batch_execute("COMMIT")).await,
+            )
+        })
+        .await?;
         if committed.is_ok() {
             // The server ended the transaction (committed, or rolled back after
             // a failed statement): the connection goes back to the pool clean.
@@ -95,7 +99,7 @@ impl OwnedTx {
     /// back is closed instead of going back to the pool.
     pub async fn rollback(mut self) {
         if let Some(client) = self.client.take() {
-            if let Err(e) = client.batch_execute("ROLLBACK").await {
+            if let Err(e) = timed(Phase::Db, client.batch_execute("ROLLBACK")).await {
                 tracing::warn!(error = %StoreError::from(e), "ROLLBACK failed; closing the connection");
                 drop(Object::take(client));
             }

@@ -12,18 +12,56 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Map, Value};
 
 use crate::domain::{Counts, Delivery};
+use crate::telemetry::phases::Timings;
 
 pub const NAMESPACE: &str = "BatchProcessor";
 
 /// The metric line for one job. `job_type` is `unknown` when the request had none.
-pub fn emf_line(
-    job_type: &str,
-    counts: &Counts,
-    delivery: Option<&Delivery>,
-    duration_ms: u64,
-    error: bool,
-    request_id: &str,
-) -> String {
+/// What one metric line says of one invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'a> {
+    /// `unknown` when the request had none.
+    pub job_type: &'a str,
+    pub counts: &'a Counts,
+    pub delivery: Option<&'a Delivery>,
+    pub duration_ms: u64,
+    /// The answer was a 5xx.
+    pub error: bool,
+    /// The instance's first invocation.
+    pub cold_start: bool,
+    pub timings: Timings,
+    pub request_id: &'a str,
+    pub trace_id: Option<&'a str>,
+}
+
+/// Every metric name a line can carry (the dashboard and alarms may name only these).
+pub const METRIC_NAMES: &[&str] = &[
+    "Confirmed",
+    "NeedsReview",
+    "Cancelled",
+    "NearingTarget",
+    "Skipped",
+    "Failed",
+    "OrdersCancelled",
+    "OrdersPlaced",
+    "DurationMs",
+    "Errors",
+    "ColdStart",
+    "EventsPublished",
+    "PublishFailures",
+    "EventsPending",
+    "OldestPendingEventAgeSeconds",
+];
+
+pub fn emf_line(l: &Line<'_>) -> String {
+    let (job_type, counts, delivery, duration_ms, error, request_id) = (
+        l.job_type,
+        l.counts,
+        l.delivery,
+        l.duration_ms,
+        l.error,
+        l.request_id,
+    );
     let mut metrics: Vec<(&str, u64, &str)> = vec![
         ("Confirmed", counts.confirmed, "Count"),
         ("NeedsReview", counts.needs_review, "Count"),
@@ -35,6 +73,7 @@ pub fn emf_line(
         ("OrdersPlaced", counts.orders_placed, "Count"),
         ("DurationMs", duration_ms, "Milliseconds"),
         ("Errors", u64::from(error), "Count"),
+        ("ColdStart", u64::from(l.cold_start), "Count"),
     ];
     // Outbox delivery (behaviour §10), when the job tried it.
     if let Some(d) = delivery {
@@ -65,8 +104,16 @@ pub fn emf_line(
     for (name, value, _) in &metrics {
         line.insert((*name).into(), json!(value));
     }
-    // A property, not a dimension: lets an operator go from a metric to the logs.
+    // Properties, not dimensions: from a metric to the logs and the trace, and
+    // where the invocation's time went (behaviour §9).
     line.insert("requestId".into(), json!(request_id));
+    if let Some(trace) = l.trace_id {
+        line.insert("xrayTraceId".into(), json!(trace));
+    }
+    line.insert("secretMs".into(), json!(l.timings.secret_ms));
+    line.insert("connectMs".into(), json!(l.timings.connect_ms));
+    line.insert("dbMs".into(), json!(l.timings.db_ms));
+    line.insert("publishMs".into(), json!(l.timings.publish_ms));
     Value::Object(line).to_string()
 }
 
@@ -111,9 +158,39 @@ mod tests {
             orders_cancelled: 12,
             ..Counts::default()
         };
-        let v: Value =
-            serde_json::from_str(&emf_line("orchestrate", &counts, None, 42, false, "r-1"))
-                .unwrap();
+        let line = Line {
+            job_type: "orchestrate",
+            counts: &counts,
+            delivery: None,
+            duration_ms: 42,
+            error: false,
+            cold_start: true,
+            timings: Timings {
+                db_ms: 30,
+                ..Timings::default()
+            },
+            request_id: "r-1",
+            trace_id: Some("Root=1-5759e988-bd862e3fe1be46a994272793"),
+        };
+        let v: Value = serde_json::from_str(&emf_line(&line)).unwrap();
+        assert_eq!(v["ColdStart"], 1);
+        assert_eq!(v["dbMs"], 30);
+        assert_eq!(v["xrayTraceId"], "Root=1-5759e988-bd862e3fe1be46a994272793");
+        let with_delivery: Value = serde_json::from_str(&emf_line(&Line {
+            delivery: Some(&Delivery::default()),
+            ..line
+        }))
+        .unwrap();
+        let all: Vec<&str> = with_delivery["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            all, METRIC_NAMES,
+            "METRIC_NAMES lists every metric a line can carry"
+        );
         let aws = &v["_aws"];
         assert!(aws["Timestamp"].as_i64().unwrap() > 1_700_000_000_000);
         let cwm = &aws["CloudWatchMetrics"][0];
@@ -128,7 +205,7 @@ mod tests {
         for name in &names {
             assert!(v[*name].is_u64(), "{name} has a numeric value");
         }
-        assert_eq!(names.len(), 10);
+        assert_eq!(names.len(), 11);
         assert_eq!(v["JobType"], "orchestrate");
         assert_eq!(v["Confirmed"], 2);
         assert_eq!(v["OrdersCancelled"], 12);

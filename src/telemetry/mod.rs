@@ -9,6 +9,7 @@
 //! - One CloudWatch Embedded Metric Format line per job ([`metrics`]).
 
 pub mod metrics;
+pub mod phases;
 pub mod redact;
 
 use std::io::{self, Write};

@@ -258,3 +258,82 @@ async fn at_info_the_request_line_carries_no_buyer_data() {
         assert!(!text.contains(never), "{never} reached the info logs");
     }
 }
+
+/// Every line of an invocation carries its X-Ray trace id, and the summary
+/// and metric lines say where the time went: measured, not estimated.
+#[tokio::test]
+async fn every_line_carries_the_trace_id_and_the_summary_the_phase_timings() {
+    let capture = Capture::default();
+    let _logs = tracing::subscriber::set_default(telemetry::subscriber(
+        Format::Json,
+        EnvFilter::new("info,batch_processor=debug,tokio_postgres=warn"),
+        capture.clone(),
+    ));
+    let metrics = Arc::new(Mutex::new(Vec::new()));
+    let mut t = TestApp::spawn().await;
+    // A fresh instance: its first invocation is a cold start.
+    t.app = batch_processor::App::new(settings(&t.url, &[]))
+        .unwrap()
+        .with_metrics(MetricsSink::Buffer(metrics.clone()));
+    t.terms("active", 200, 4, "10.00", None, 10).await;
+    let trace = "Root=1-67d2a1b4-5d8f3c2e1a0b9c8d7e6f5a4b;Parent=53995c3f42cd8ad8;Sampled=1";
+    let order =
+        json!({"jobType": "process-order", "data": order_data("t-shirts", 10, "navy-m", BUYER)});
+    t.invoke_with(
+        order.clone(),
+        &Invocation::new("req-trace-1", None).with_trace(trace),
+    )
+    .await
+    .unwrap();
+    t.invoke_with(
+        order,
+        &Invocation::new("req-trace-2", None).with_trace(trace),
+    )
+    .await
+    .unwrap();
+
+    let lines: Vec<Value> = capture
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["span"]["requestId"] == "req-trace-1")
+        .collect();
+    assert!(
+        lines.len() >= 3,
+        "job request, order placed, summary: {lines:?}"
+    );
+    for l in &lines {
+        assert_eq!(l["span"]["xrayTraceId"], trace, "{l}");
+    }
+    let summary = lines
+        .iter()
+        .find(|l| l["message"] == "invocation finished")
+        .expect("a summary line");
+    assert_eq!(summary["xrayTraceId"], trace);
+    assert_eq!(summary["coldStart"], true);
+    let ms = |k: &str| {
+        summary[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {summary}"))
+    };
+    assert!(ms("dbMs") >= 1, "statements ran: {summary}");
+    assert!(ms("dbMs") <= ms("durationMs"));
+    assert!(ms("connectMs") <= ms("durationMs"));
+    assert_eq!(ms("secretMs"), 0, "DATABASE_URL: no secret to fetch");
+    assert_eq!(ms("publishMs"), 0, "delivery is off");
+
+    let emf: Vec<Value> = metrics
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(emf.len(), 2);
+    assert_eq!(emf[0]["ColdStart"], 1);
+    assert_eq!(
+        emf[1]["ColdStart"], 0,
+        "the second invocation of the instance is warm"
+    );
+    assert_eq!(emf[0]["xrayTraceId"], trace);
+    assert_eq!(emf[0]["dbMs"], summary["dbMs"]);
+}
