@@ -42,6 +42,10 @@ const MAY_WRITE: &str = "(b.target_quantity > 0 AND (
      OR (COALESCE(b.current_quantity, 0)::int8 * 100 >= b.target_quantity::int8 * $2
          AND b.nearing_target_notified_at IS NULL)))";
 
+/// What a decision needs of a candidate row, read by [`candidate_row`].
+const CANDIDATE_COLUMNS: &str = "b.id, b.window_closes_at, COALESCE(b.current_quantity, 0)::int8,
+        b.target_quantity::int8, b.window_closes_at <= now(), b.nearing_target_notified_at IS NOT NULL";
+
 /// An order that a cancellation still has to cancel.
 const ORDER_IS_LIVE: &str =
     "o.status IS DISTINCT FROM 'cancelled' AND o.workflow_status IS DISTINCT FROM 'cancelled'";
@@ -103,11 +107,7 @@ pub async fn candidates(
         ""
     };
     let sql = format!(
-        "SELECT b.id, b.window_closes_at,
-                COALESCE(b.current_quantity, 0)::int8,
-                b.target_quantity::int8,
-                b.window_closes_at <= now(),
-                b.nearing_target_notified_at IS NOT NULL
+        "SELECT {CANDIDATE_COLUMNS}
            FROM production_batches b
           WHERE {IS_CANDIDATE} AND {after} AND {filter}
           ORDER BY b.window_closes_at, b.id
@@ -140,11 +140,7 @@ pub async fn lock_candidates_by_id(
     lookahead_hours: i32,
 ) -> Result<Vec<CandidateRow>, StoreError> {
     let sql = format!(
-        "SELECT b.id, b.window_closes_at,
-                COALESCE(b.current_quantity, 0)::int8,
-                b.target_quantity::int8,
-                b.window_closes_at <= now(),
-                b.nearing_target_notified_at IS NOT NULL
+        "SELECT {CANDIDATE_COLUMNS}
            FROM production_batches b
           WHERE b.id = ANY($4::uuid[]) AND {IS_CANDIDATE} AND {MAY_WRITE}
           ORDER BY b.window_closes_at, b.id

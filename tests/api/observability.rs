@@ -17,19 +17,35 @@ const SHORT_EMAIL: &str = "abc@example.com";
 const PHONE: &str = "+8801234567890";
 const OTHER_ID: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
 
-#[tokio::test]
-async fn logs_are_json_with_personal_data_masked_and_one_metric_line_per_job() {
+/// Log lines captured as JSON at `filter`, and a migrated database with a
+/// fresh app instance on it (its next invocation is a cold start) whose
+/// metric lines are kept.
+async fn observed(
+    filter: &str,
+) -> (
+    Capture,
+    tracing::subscriber::DefaultGuard,
+    Arc<Mutex<Vec<String>>>,
+    TestApp,
+) {
     let capture = Capture::default();
-    let _logs = tracing::subscriber::set_default(telemetry::subscriber(
+    let guard = tracing::subscriber::set_default(telemetry::subscriber(
         Format::Json,
-        EnvFilter::new("info,batch_processor=debug,tokio_postgres=warn"),
+        EnvFilter::new(filter),
         capture.clone(),
     ));
     let metrics = Arc::new(Mutex::new(Vec::new()));
     let mut t = TestApp::spawn().await;
     t.app = batch_processor::App::new(settings(&t.url, &[]))
-        .unwrap()
+        .expect("app builds")
         .with_metrics(MetricsSink::Buffer(metrics.clone()));
+    (capture, guard, metrics, t)
+}
+
+#[tokio::test]
+async fn logs_are_json_with_personal_data_masked_and_one_metric_line_per_job() {
+    let (capture, _logs, metrics, t) =
+        observed("info,batch_processor=debug,tokio_postgres=warn").await;
     t.terms("active", 200, 4, "10.00", None, 10).await;
 
     // A process-order carrying personal data at several depths.
@@ -263,18 +279,9 @@ async fn at_info_the_request_line_carries_no_buyer_data() {
 /// and metric lines say where the time went: measured, not estimated.
 #[tokio::test]
 async fn every_line_carries_the_trace_id_and_the_summary_the_phase_timings() {
-    let capture = Capture::default();
-    let _logs = tracing::subscriber::set_default(telemetry::subscriber(
-        Format::Json,
-        EnvFilter::new("info,batch_processor=debug,tokio_postgres=warn"),
-        capture.clone(),
-    ));
-    let metrics = Arc::new(Mutex::new(Vec::new()));
-    let mut t = TestApp::spawn().await;
     // A fresh instance: its first invocation is a cold start.
-    t.app = batch_processor::App::new(settings(&t.url, &[]))
-        .unwrap()
-        .with_metrics(MetricsSink::Buffer(metrics.clone()));
+    let (capture, _logs, metrics, t) =
+        observed("info,batch_processor=debug,tokio_postgres=warn").await;
     t.terms("active", 200, 4, "10.00", None, 10).await;
     let trace = "Root=1-67d2a1b4-5d8f3c2e1a0b9c8d7e6f5a4b;Parent=53995c3f42cd8ad8;Sampled=1";
     let order =
