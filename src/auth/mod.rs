@@ -129,14 +129,8 @@ impl Authenticator {
     /// Which verifier the token's header names; 401 for `none`, any other
     /// algorithm, or no readable header.
     pub fn scheme(token: &str) -> Result<Scheme, ApiError> {
-        let header = decode_header(token).map_err(|_| unauthorized("Invalid token"))?;
-        match header.alg {
-            Algorithm::HS256 => Ok(Scheme::SharedSecret),
-            Algorithm::ES256 | Algorithm::RS256 => Ok(Scheme::KeySet),
-            _ => Err(unauthorized("Token algorithm is not accepted")),
-        }
+        scheme_of(&read_header(token)?)
     }
-
     /// Verifies a bearer token. `secret` is the HS256 secret, read by the
     /// caller only for [`Scheme::SharedSecret`] tokens.
     pub async fn verify(
@@ -144,7 +138,8 @@ impl Authenticator {
         token: &str,
         secret: Option<&SecretString>,
     ) -> Result<Principal, ApiError> {
-        let claims = match Self::scheme(token)? {
+        let header = read_header(token)?;
+        let claims = match scheme_of(&header)? {
             Scheme::SharedSecret => {
                 let Some(secret) = secret else {
                     return Err(match self.jwks {
@@ -163,11 +158,11 @@ impl Authenticator {
                 let Some((jwks, issuer)) = &self.jwks else {
                     return Err(unauthorized("Token algorithm is not accepted"));
                 };
-                let header = decode_header(token).map_err(|_| unauthorized("Invalid token"))?;
                 let kid = header
                     .kid
+                    .as_deref()
                     .ok_or_else(|| unauthorized("Token has no key id"))?;
-                let key = jwks.key(&kid).await.map_err(|e| match e {
+                let key = jwks.key(kid).await.map_err(|e| match e {
                     KeyError::Unavailable => ApiError::Unavailable(
                         "Authentication unavailable: could not fetch the signing keys".into(),
                     ),
@@ -204,6 +199,19 @@ impl Authenticator {
             return Ok(Principal::Buyer { user_id });
         }
         Ok(Principal::NoRole)
+    }
+}
+
+fn read_header(token: &str) -> Result<jsonwebtoken::Header, ApiError> {
+    decode_header(token).map_err(|_| unauthorized("Invalid token"))
+}
+
+/// The verifier a header names: HS256 the shared secret, ES256/RS256 the key set.
+fn scheme_of(header: &jsonwebtoken::Header) -> Result<Scheme, ApiError> {
+    match header.alg {
+        Algorithm::HS256 => Ok(Scheme::SharedSecret),
+        Algorithm::ES256 | Algorithm::RS256 => Ok(Scheme::KeySet),
+        _ => Err(unauthorized("Token algorithm is not accepted")),
     }
 }
 

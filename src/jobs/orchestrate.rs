@@ -284,6 +284,12 @@ struct Plan {
     reports: Vec<BatchResult>,
 }
 
+/// What applying a plan returned: supplier order ids and cancelled counts.
+struct Applied {
+    supplier_orders: HashMap<Uuid, Uuid>,
+    cancelled: HashMap<Uuid, i64>,
+}
+
 impl Plan {
     fn of(rows: &[CandidateRow]) -> Self {
         let mut plan = Plan::default();
@@ -344,15 +350,7 @@ impl Plan {
         }
         Ok(())
     }
-}
 
-/// What applying a plan returned: supplier order ids and cancelled counts.
-struct Applied {
-    supplier_orders: HashMap<Uuid, Uuid>,
-    cancelled: HashMap<Uuid, i64>,
-}
-
-impl Plan {
     /// The up to four apply statements, pipelined.
     async fn apply(&self, sql: &crate::store::Sql<'_, '_>) -> Result<Applied, StoreError> {
         let (supplier_orders, (), cancelled, ()) = tokio::try_join!(

@@ -80,6 +80,20 @@ fn as_function_role(url: &str) -> String {
     url.replacen("postgres://postgres@", "postgres://batch_processor_fn@", 1)
 }
 
+/// review-batch `reject` of `batch` over HTTP by an admin whose `sub` is `admin`.
+async fn reject_over_http(
+    t: &TestApp,
+    admin: Uuid,
+    batch: &str,
+    note: Option<&str>,
+) -> (u16, Value) {
+    let token = token(json!({"role": "service_role", "sub": admin, "exp": now_secs() + 600}));
+    let body = json!({"jobType": "review-batch", "data": {"batchId": batch, "decision": "reject", "note": note}})
+        .to_string();
+    let event = http_v2("POST", Some(&body), &[("authorization", &bearer(&token))]);
+    proxy(&t.invoke(event).await.expect("a proxy response"))
+}
+
 async fn sqlstate_as(t: &TestApp, role: &str, sql: &str) -> Option<String> {
     let c = connect(&t.url).await;
     c.batch_execute(&format!("SET ROLE {role}"))
@@ -335,18 +349,7 @@ async fn a_live_supabase_database_is_adopted_and_every_job_runs_on_it() {
     // review-batch as the function role, by an admin with no auth.users row:
     // changed_by NULL, the admin named in the notes and the event.
     let ghost_admin = Uuid::new_v4();
-    let admin = token(json!({"role": "service_role", "sub": ghost_admin, "exp": now_secs() + 600}));
-    let body = json!({"jobType": "review-batch", "data": {"batchId": L7, "decision": "reject", "note": "too slow"}})
-        .to_string();
-    let (status, answer) = proxy(
-        &f.invoke(http_v2(
-            "POST",
-            Some(&body),
-            &[("authorization", &bearer(&admin))],
-        ))
-        .await
-        .unwrap(),
-    );
+    let (status, answer) = reject_over_http(&f, ghost_admin, L7, Some("too slow")).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["results"][0]["action"], "cancelled");
     assert_eq!(answer["results"][0]["ordersCancelled"], 1);
@@ -417,18 +420,8 @@ async fn review_batch_refused_by_the_data_is_a_409_and_writes_nothing() {
     assert_eq!(t.fingerprint().await, before, "nothing half-written");
 
     // A known admin's reject records changed_by.
-    let admin = token(json!({"role": "service_role", "sub": ADMIN_USER, "exp": now_secs() + 600}));
-    let body = json!({"jobType": "review-batch", "data": {"batchId": L7, "decision": "reject"}})
-        .to_string();
-    let (status, answer) = proxy(
-        &t.invoke(http_v2(
-            "POST",
-            Some(&body),
-            &[("authorization", &bearer(&admin))],
-        ))
-        .await
-        .unwrap(),
-    );
+    let admin = Uuid::parse_str(ADMIN_USER).unwrap();
+    let (status, answer) = reject_over_http(&t, admin, L7, None).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         t.count(&format!(
