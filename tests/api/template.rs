@@ -414,3 +414,688 @@ fn saved_queries_look_for_lines_the_function_writes() {
         );
     }
 }
+
+// ---- Issue 22: a stack a team can deploy, pause, roll back and trust.
+
+/// Both schedules (orchestrate, publish-events) are rules with a schedule
+/// expression; `ScheduleEnabled=false` must switch every one of them off.
+#[test]
+fn schedule_enabled_false_disables_every_schedule_rule() {
+    let [on, off] = <[Stack; 2]>::try_from(stacks(&[vec![], vec![("ScheduleEnabled", "false")]]))
+        .ok()
+        .expect("two stacks");
+    for (s, state) in [(&on, "ENABLED"), (&off, "DISABLED")] {
+        let schedules: Vec<_> = s
+            .of_type("AWS::Events::Rule")
+            .filter(|(_, r)| r.get("ScheduleExpression").is_some())
+            .collect();
+        assert_eq!(schedules.len(), 2, "orchestrate and publish-events");
+        for (name, rule) in schedules {
+            assert_eq!(rule["State"], state, "{name}");
+        }
+    }
+    // The bus rules deliver events whatever the schedules do.
+    for (name, rule) in off.of_type("AWS::Events::Rule") {
+        if rule.get("EventPattern").is_some() {
+            assert_ne!(rule["State"], "DISABLED", "{name}");
+        }
+    }
+}
+
+/// EventBridge publishes to an encrypted topic only with a customer-managed
+/// key whose policy lets `events.amazonaws.com` generate data keys and
+/// decrypt; `alias/aws/sns`'s policy cannot say so.
+#[test]
+fn every_topic_a_rule_publishes_to_is_one_eventbridge_can_encrypt_for() {
+    let s = defaults();
+    let mut topics = 0;
+    for (rule, target) in s.rule_targets() {
+        let Some(id) = target_of(&target["Arn"]) else {
+            continue;
+        };
+        if s.resource(id)["Type"] != "AWS::SNS::Topic" {
+            continue;
+        }
+        topics += 1;
+        let key = &s.resource(id)["Properties"]["KmsMasterKeyId"];
+        if key.is_null() {
+            continue; // unencrypted: nothing to allow
+        }
+        let key_id = target_of(key)
+            .unwrap_or_else(|| panic!("{rule} → {id}: {key} is not a key of the stack"));
+        let key = s.resource(key_id);
+        assert_eq!(
+            key["Type"], "AWS::KMS::Key",
+            "{id} is encrypted with {key_id}"
+        );
+        let statements = list(&key["Properties"]["KeyPolicy"]["Statement"]);
+        let allows = |principal: &Value, action: &str| {
+            statements.iter().any(|st| {
+                st["Effect"] == "Allow"
+                    && list(&st["Principal"]["Service"]).contains(principal)
+                    && list(&st["Action"]).iter().any(|a| {
+                        let a = a.as_str().unwrap_or_default();
+                        a == action || a.strip_suffix('*').is_some_and(|p| action.starts_with(p))
+                    })
+                    && st.get("Condition").is_none()
+            })
+        };
+        for action in ["kms:GenerateDataKey", "kms:Decrypt"] {
+            assert!(
+                allows(&json!("events.amazonaws.com"), action),
+                "{key_id} lets EventBridge {action}"
+            );
+        }
+        // The account keeps control of its key (no key nobody can manage).
+        assert!(statements.iter().any(|st| {
+            st["Principal"]["AWS"]
+                .as_str()
+                .is_some_and(|p| p == "arn:aws:iam::123456789012:root")
+                && list(&st["Action"]).contains(&json!("kms:*"))
+        }));
+        assert_eq!(key["Properties"]["EnableKeyRotation"], true);
+    }
+    assert_eq!(topics, 1, "the admin-alerts topic");
+}
+
+/// Every target of every rule — the bus's consumers and the schedules —
+/// retries and then dead-letters: an event EventBridge accepted (and the
+/// outbox marked published) is never dropped silently.
+#[test]
+fn every_rule_target_has_a_retry_policy_and_a_dead_letter_queue_it_may_write_to() {
+    let s = defaults();
+    let targets = s.rule_targets();
+    assert!(targets.len() >= 5, "three consumers and two schedules");
+    for (rule, target) in targets {
+        let retry = &target["RetryPolicy"];
+        assert!(
+            retry["MaximumRetryAttempts"].as_u64().is_some()
+                && retry["MaximumEventAgeInSeconds"].as_u64().is_some(),
+            "{rule}: {target}"
+        );
+        let dlq = &target["DeadLetterConfig"]["Arn"];
+        assert_eq!(dlq["Fn::GetAtt"][1], "Arn", "{rule}: {target}");
+        let queue = target_of(dlq).expect("a queue of the stack");
+        assert_eq!(s.resource(queue)["Type"], "AWS::SQS::Queue", "{rule}");
+        let may_send = s.resource_policy_statements(queue).iter().any(|st| {
+            st["Effect"] == "Allow"
+                && st["Principal"]["Service"] == "events.amazonaws.com"
+                && list(&st["Action"]).contains(&json!("sqs:SendMessage"))
+                && list(&st["Condition"]["ArnEquals"]["aws:SourceArn"])
+                    .contains(&get_att(rule, "Arn"))
+        });
+        assert!(
+            may_send,
+            "{rule} may write to its dead-letter queue {queue}"
+        );
+    }
+}
+
+/// A queue a rule delivers to (a consumer's queue) moves a message its
+/// consumer keeps failing to a dead-letter queue of its own.
+#[test]
+fn every_consumer_queue_has_a_redrive_policy() {
+    let s = defaults();
+    let mut consumers = 0;
+    for (rule, target) in s.rule_targets() {
+        let Some(id) = target_of(&target["Arn"]) else {
+            continue;
+        };
+        let queue = s.resource(id);
+        if queue["Type"] != "AWS::SQS::Queue" {
+            continue;
+        }
+        consumers += 1;
+        let redrive = &queue["Properties"]["RedrivePolicy"];
+        let dlq = target_of(&redrive["deadLetterTargetArn"])
+            .unwrap_or_else(|| panic!("{rule} → {id} has a redrive policy: {queue}"));
+        assert_ne!(dlq, id);
+        assert_eq!(s.resource(dlq)["Type"], "AWS::SQS::Queue");
+        assert!(redrive["maxReceiveCount"].as_u64().is_some_and(|n| n >= 1));
+        // The dead letters outlive the messages they came from.
+        let retention = |q: &Value| {
+            q["Properties"]["MessageRetentionPeriod"]
+                .as_u64()
+                .unwrap_or(345_600)
+        };
+        assert!(retention(s.resource(dlq)) >= retention(queue), "{dlq}");
+    }
+    assert_eq!(consumers, 2, "refund requests and supplier notifications");
+}
+
+/// Every queue that collects what failed — rule dead letters, redrives,
+/// the function's failed asynchronous invocations — has an alarm on its
+/// depth that fires on the first message, sent to `AlarmTopicArn` when one is
+/// given. (Every other alarm is wired to it the same way.)
+#[test]
+fn every_dead_letter_queue_has_an_alarm_wired_to_the_alarm_topic() {
+    let topic = "arn:aws:sns:us-east-1:123456789012:operators";
+    let [quiet, wired] = <[Stack; 2]>::try_from(stacks(&[vec![], vec![("AlarmTopicArn", topic)]]))
+        .ok()
+        .expect("two stacks");
+    let mut dead_letters = BTreeSet::new();
+    for (_, target) in wired.rule_targets() {
+        dead_letters.extend(target_of(&target["DeadLetterConfig"]["Arn"]).map(str::to_owned));
+    }
+    for (_, queue) in wired.of_type("AWS::SQS::Queue") {
+        dead_letters
+            .extend(target_of(&queue["RedrivePolicy"]["deadLetterTargetArn"]).map(str::to_owned));
+    }
+    for (_, config) in wired.of_type("AWS::Lambda::EventInvokeConfig") {
+        dead_letters.extend(
+            target_of(&config["DestinationConfig"]["OnFailure"]["Destination"]).map(str::to_owned),
+        );
+    }
+    assert_eq!(dead_letters.len(), 4, "{dead_letters:?}");
+    for queue in &dead_letters {
+        let alarms: Vec<_> = wired
+            .alarms()
+            .filter(|(_, a)| {
+                a["Namespace"] == "AWS/SQS"
+                    && a["MetricName"] == "ApproximateNumberOfMessagesVisible"
+                    && list(&a["Dimensions"]).contains(
+                        &json!({"Name": "QueueName", "Value": get_att(queue, "QueueName")}),
+                    )
+            })
+            .collect();
+        assert_eq!(alarms.len(), 1, "one alarm on {queue}'s depth");
+        let (name, alarm) = alarms[0];
+        assert_eq!(
+            alarm["ComparisonOperator"], "GreaterThanOrEqualToThreshold",
+            "{name}"
+        );
+        assert!(
+            alarm["Threshold"].as_f64().is_some_and(|t| t <= 1.0),
+            "{name}"
+        );
+    }
+    for (name, alarm) in wired.alarms() {
+        assert_eq!(alarm["AlarmActions"], json!([topic]), "{name}");
+    }
+    for (name, alarm) in quiet.alarms() {
+        assert!(alarm.get("AlarmActions").is_none(), "{name}: {alarm}");
+    }
+}
+
+fn vpc_policies(s: &Stack) -> Vec<Value> {
+    let (_, role) = s.function_role();
+    let mut found: Vec<Value> = list(&role["ManagedPolicyArns"])
+        .into_iter()
+        .filter(|arn| arn.to_string().contains("VPCAccess"))
+        .collect();
+    for st in s.role_statements() {
+        if list(&st["Action"])
+            .iter()
+            .any(|a| a.to_string().contains("NetworkInterface"))
+        {
+            found.push(st);
+        }
+    }
+    found
+}
+
+#[test]
+fn no_vpc_permission_without_subnets_and_never_twice() {
+    let [outside, inside] = <[Stack; 2]>::try_from(stacks(&[
+        vec![],
+        vec![
+            ("SubnetIds", "subnet-0a,subnet-0b"),
+            ("SecurityGroupIds", "sg-01"),
+        ],
+    ]))
+    .ok()
+    .expect("two stacks");
+    assert!(outside.function().1.get("VpcConfig").is_none());
+    assert_eq!(vpc_policies(&outside), Vec::<Value>::new());
+    assert_eq!(
+        inside.function().1["VpcConfig"],
+        json!({"SubnetIds": ["subnet-0a", "subnet-0b"], "SecurityGroupIds": ["sg-01"]})
+    );
+    assert_eq!(
+        vpc_policies(&inside).len(),
+        1,
+        "{:?}",
+        vpc_policies(&inside)
+    );
+    // The function's role is the only role: nothing else grants it more.
+    assert_eq!(inside.of_type("AWS::IAM::Role").count(), 1);
+    let arns = list(&inside.function_role().1["ManagedPolicyArns"]);
+    let unique: BTreeSet<String> = arns.iter().map(Value::to_string).collect();
+    assert_eq!(
+        unique.len(),
+        arns.len(),
+        "no managed policy twice: {arns:?}"
+    );
+}
+
+/// `make package` builds `ARCH`, x86_64 unless told otherwise, and
+/// `make artifact-e2e` tests that build: the default deploy runs it.
+#[test]
+fn the_default_architecture_is_the_one_make_package_builds_and_tests() {
+    let makefile = include_str!("../../Makefile");
+    let arch = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix("ARCH ?= "))
+        .expect("the Makefile's ARCH default")
+        .trim();
+    assert_eq!(arch, "x86_64");
+    assert_eq!(defaults().function().1["Architectures"], json!([arch]));
+    // arm64 stays an opt-in.
+    let arm = stack(&[("Architecture", "arm64")]);
+    assert_eq!(arm.function().1["Architectures"], json!(["arm64"]));
+}
+
+/// The alias of the function the stack publishes (`live`), its logical id.
+fn live_alias(s: &Stack) -> &str {
+    let (function, _) = s.function();
+    let aliases: Vec<_> = s.of_type("AWS::Lambda::Alias").collect();
+    assert_eq!(aliases.len(), 1, "one alias");
+    let (name, alias) = aliases[0];
+    assert_eq!(alias["Name"], "live");
+    assert_eq!(alias["FunctionName"], reference(function));
+    name
+}
+
+/// Whatever invokes the function invokes `live`: the schedules, the HTTP API,
+/// and every permission; so repointing `live` rolls all of them back.
+#[test]
+fn schedules_the_http_api_and_every_permission_invoke_the_live_alias() {
+    let s = defaults();
+    let (function, _) = s.function();
+    let alias = live_alias(s);
+    let live = reference(alias);
+    let version =
+        target_of(&s.resource(alias)["Properties"]["FunctionVersion"]).expect("a version");
+    assert_eq!(s.resource(version)["Type"], "AWS::Lambda::Version");
+    assert_eq!(
+        s.resource(version)["DeletionPolicy"],
+        "Retain",
+        "old versions stay to roll back to"
+    );
+    let mut schedule_targets = 0;
+    for (rule, target) in s.rule_targets() {
+        if target_of(&target["Arn"]).is_some_and(|t| t == function || t == alias) {
+            assert_eq!(target["Arn"], live, "{rule}");
+            schedule_targets += 1;
+        }
+    }
+    assert_eq!(schedule_targets, 2);
+    let integrations: Vec<_> = s.of_type("AWS::ApiGatewayV2::Integration").collect();
+    assert_eq!(integrations.len(), 1);
+    assert_eq!(integrations[0].1["IntegrationUri"], live);
+    let permissions: Vec<_> = s.of_type("AWS::Lambda::Permission").collect();
+    assert_eq!(permissions.len(), 3, "two schedules and the HTTP API");
+    for (name, permission) in permissions {
+        assert_eq!(permission["FunctionName"], live, "{name}");
+    }
+    for (name, config) in s.of_type("AWS::Lambda::EventInvokeConfig") {
+        assert_eq!(config["Qualifier"], "live", "{name}");
+    }
+    // Nothing but the outputs names the unqualified function's ARN.
+    let resources = Value::Object(s.resources().clone()).to_string();
+    assert!(!resources.contains(&get_att(function, "Arn").to_string()));
+}
+
+/// A different value for this parameter, to see what it changes.
+fn another_value(name: &str, definition: &Value) -> String {
+    let value = definition["Value"].clone();
+    let value = match &value {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
+        v => v.as_str().unwrap_or_default().to_owned(),
+    };
+    if let Some(allowed) = definition["AllowedValues"].as_array() {
+        return allowed
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|a| *a != value)
+            .expect("two allowed values")
+            .to_owned();
+    }
+    if definition["Type"] == "Number" {
+        let n: f64 = value.parse().expect("a number");
+        let max = definition["MaxValue"]
+            .as_f64()
+            .or_else(|| definition["MaxValue"].as_str()?.parse().ok());
+        return if max.is_some_and(|m| n + 1.0 > m) {
+            n - 1.0
+        } else {
+            n + 1.0
+        }
+        .to_string();
+    }
+    match name {
+        "DbSecretArn" => "arn:aws:secretsmanager:us-east-1:123456789012:secret:other-XyZ123".into(),
+        "MigrateSecretArn" => {
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:owner-AbC123".into()
+        }
+        "KmsKeyArn" => {
+            "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab".into()
+        }
+        "AlarmTopicArn" => "arn:aws:sns:us-east-1:123456789012:operators".into(),
+        "SupabaseUrl" => "https://abcdefghijklmnopqrst.supabase.co".into(),
+        "AdminRolesTable" => "public.user_roles".into(),
+        "AdminRoleClaim" => "user_role".into(),
+        "DbHost" => "aws-0-eu-central-1.pooler.supabase.com".into(),
+        "DbPort" => "6543".into(),
+        "DbCaFile" => "/var/task/certs/supabase-ca.pem".into(),
+        "SubnetIds" => "subnet-0a,subnet-0b".into(),
+        "SecurityGroupIds" => "sg-01".into(),
+        "AdminAlertEmail" => "ops@example.com".into(),
+        "ScheduleRate" | "PublishScheduleRate" => "rate(30 minutes)".into(),
+        _ => format!("{value}-changed"),
+    }
+}
+
+/// SAM publishes a version when what it hashes changes; it hashes the
+/// template, not the parameter values, unless AWS::LanguageExtensions
+/// resolved them first. Every parameter that changes the function's
+/// configuration must publish a version (and move `live` to it), or the alias
+/// keeps running the old configuration while the stack says otherwise; one
+/// that does not change the function publishes none.
+#[test]
+fn every_change_to_the_functions_configuration_publishes_a_version_for_live() {
+    let base = defaults();
+    let names: Vec<String> = base.0["Parameters"]
+        .as_object()
+        .expect("parameters")
+        .keys()
+        .cloned()
+        .collect();
+    let mut sets = Vec::new();
+    for name in &names {
+        let mut set = vec![(name.as_str(), another_value(name, base.parameter(name)))];
+        if name == "JwtSecret" {
+            set.push(("JwtSecretSource", "parameter".to_owned()));
+        }
+        if name == "SecurityGroupIds" {
+            set.push(("SubnetIds", "subnet-0a".to_owned()));
+        }
+        sets.push(set);
+    }
+    let changed = stacks(
+        &sets
+            .iter()
+            .map(|set| set.iter().map(|(k, v)| (*k, v.as_str())).collect())
+            .collect::<Vec<_>>(),
+    );
+    let configuration = |s: &Stack| {
+        let mut props = s.function().1.clone();
+        props.as_object_mut().expect("properties").remove("Code");
+        props
+    };
+    let version = |s: &Stack| s.resource(live_alias(s))["Properties"]["FunctionVersion"].clone();
+    let mut publishing = Vec::new();
+    for (set, s) in sets.iter().zip(&changed) {
+        let name = set[0].0;
+        if configuration(s) != configuration(base) {
+            assert_ne!(
+                version(s),
+                version(base),
+                "{name} changes the function: a new version for live"
+            );
+            publishing.push(name);
+        } else {
+            assert_eq!(
+                version(s),
+                version(base),
+                "{name} leaves the function as it is: no new version"
+            );
+        }
+    }
+    for expected in [
+        "HttpBudgetMs",
+        "LogLevel",
+        "DbSecretArn",
+        "SubnetIds",
+        "Architecture",
+        "Tracing",
+    ] {
+        assert!(publishing.contains(&expected), "{expected}: {publishing:?}");
+    }
+}
+
+/// Browsers preflight `POST /jobs` (it carries `Authorization`); API Gateway
+/// answers from its own CORS configuration, cached by the browser for
+/// `MaxAge`, so no preflight invokes the function or takes its concurrency.
+#[test]
+fn the_http_api_answers_preflights_itself() {
+    let origin = "https://shop.example.com";
+    let s = stack(&[("CorsAllowOrigin", origin)]);
+    let apis: Vec<_> = s.of_type("AWS::ApiGatewayV2::Api").collect();
+    assert_eq!(apis.len(), 1);
+    let cors = &apis[0].1["CorsConfiguration"];
+    assert_eq!(cors["AllowOrigins"], json!([origin]));
+    assert!(list(&cors["AllowMethods"]).contains(&json!("POST")));
+    let headers: BTreeSet<String> = list(&cors["AllowHeaders"])
+        .iter()
+        .filter_map(|h| h.as_str().map(str::to_ascii_lowercase))
+        .collect();
+    // behaviour §2: the headers the function itself allows.
+    let expected: BTreeSet<String> = [
+        "authorization",
+        "apikey",
+        "x-client-info",
+        "content-type",
+        "idempotency-key",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(headers, expected);
+    assert!(
+        cors["MaxAge"].as_u64().is_some_and(|age| age >= 300),
+        "{cors}"
+    );
+    for (name, route) in s.of_type("AWS::ApiGatewayV2::Route") {
+        let key = route["RouteKey"].as_str().unwrap_or_default();
+        assert!(
+            !key.starts_with("OPTIONS") && !key.starts_with("ANY"),
+            "{name}: {key}"
+        );
+    }
+    assert_eq!(s.env("CORS_ALLOW_ORIGIN"), Some(&json!(origin)));
+}
+
+/// API Gateway stops waiting after the integration's timeout (30 s at most
+/// for HTTP APIs): a job over HTTP must answer before, whatever the operator
+/// sets `HttpBudgetMs` to.
+#[test]
+fn the_http_budget_is_below_the_integrations_timeout() {
+    let s = defaults();
+    let integrations: Vec<_> = s.of_type("AWS::ApiGatewayV2::Integration").collect();
+    let timeout = integrations[0].1["TimeoutInMillis"]
+        .as_u64()
+        .expect("the integration's timeout is set");
+    assert!(timeout <= 30_000);
+    assert_eq!(s.env("HTTP_BUDGET_MS"), Some(&json!("25000")));
+    let max: u64 = s.parameter("HttpBudgetMs")["MaxValue"]
+        .as_u64()
+        .expect("HttpBudgetMs has a MaxValue");
+    assert!(max < timeout, "{max} < {timeout}");
+    let tuned = stack(&[("HttpBudgetMs", "20000")]);
+    assert_eq!(tuned.env("HTTP_BUDGET_MS"), Some(&json!("20000")));
+}
+
+/// What an operator tunes is a parameter that reaches the function's
+/// environment; optional ones stay out of it when empty.
+#[test]
+fn operator_tunables_are_parameters_that_reach_the_environment() {
+    let owner = "arn:aws:secretsmanager:us-east-1:123456789012:secret:batch-processor/owner-XyZ789";
+    let table = [
+        ("DbStatementTimeoutMs", "DB_STATEMENT_TIMEOUT_MS", "15000"),
+        (
+            "MigrateStatementTimeoutMs",
+            "MIGRATE_STATEMENT_TIMEOUT_MS",
+            "200000",
+        ),
+        ("MigrateLockTimeoutMs", "MIGRATE_LOCK_TIMEOUT_MS", "30000"),
+        ("OrchestrateChunkSize", "ORCHESTRATE_CHUNK_SIZE", "500"),
+        ("AdminRolesTable", "ADMIN_ROLES_TABLE", "public.user_roles"),
+        ("AdminRoleClaim", "ADMIN_ROLE_CLAIM", "user_role"),
+        ("JwtAudience", "JWT_AUDIENCE", "authenticated-users"),
+        ("MigrateSecretArn", "MIGRATE_SECRET_ID", owner),
+        ("HttpBudgetMs", "HTTP_BUDGET_MS", "20000"),
+    ];
+    let tuned = stack(&table.map(|(p, _, v)| (p, v)));
+    for (param, var, value) in table {
+        assert_eq!(tuned.env(var), Some(&json!(value)), "{param} → {var}");
+    }
+    let base = defaults();
+    assert_eq!(
+        base.env("ADMIN_ROLE_CLAIM"),
+        Some(&json!("app_metadata.role"))
+    );
+    assert_eq!(base.env("JWT_AUDIENCE"), Some(&json!("authenticated")));
+    for unset in [
+        "ADMIN_ROLES_TABLE",
+        "MIGRATE_SECRET_ID",
+        "JWT_SECRET",
+        "DB_HOST",
+        "DB_CA_FILE",
+    ] {
+        assert_eq!(
+            base.env(unset),
+            None,
+            "{unset} is left out when its parameter is empty"
+        );
+    }
+    // The gateway's authorizer checks the same audience as the function.
+    let gated = stack(&[
+        ("SupabaseUrl", "https://abcdefghijklmnopqrst.supabase.co"),
+        ("GatewayJwtAuthorizer", "true"),
+        ("JwtAudience", "authenticated-users"),
+    ]);
+    let authorizers: Vec<_> = gated.of_type("AWS::ApiGatewayV2::Authorizer").collect();
+    assert_eq!(
+        authorizers[0].1["JwtConfiguration"]["Audience"],
+        json!(["authenticated-users"])
+    );
+}
+
+fn secrets_readable(s: &Stack) -> BTreeSet<String> {
+    s.role_statements()
+        .iter()
+        .filter(|st| list(&st["Action"]).contains(&json!("secretsmanager:GetSecretValue")))
+        .flat_map(|st| list(&st["Resource"]))
+        .map(|r| r.as_str().expect("a secret's ARN").to_owned())
+        .collect()
+}
+
+/// The function reads its own secret; the owner's secret only when
+/// `MigrateSecretArn` is given; KMS decrypts only through Secrets Manager and
+/// only with `KmsKeyArn`.
+#[test]
+fn the_function_reads_the_secrets_it_is_given_and_no_other() {
+    let owner = "arn:aws:secretsmanager:us-east-1:123456789012:secret:batch-processor/owner-XyZ789";
+    let key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let [base, both] = <[Stack; 2]>::try_from(stacks(&[
+        vec![],
+        vec![("MigrateSecretArn", owner), ("KmsKeyArn", key)],
+    ]))
+    .ok()
+    .expect("two stacks");
+    assert_eq!(
+        secrets_readable(&base),
+        BTreeSet::from([DB_SECRET.to_owned()])
+    );
+    assert_eq!(
+        secrets_readable(&both),
+        BTreeSet::from([DB_SECRET.to_owned(), owner.to_owned()])
+    );
+    let kms = |s: &Stack| -> Vec<Value> {
+        s.role_statements()
+            .into_iter()
+            .filter(|st| {
+                list(&st["Action"])
+                    .iter()
+                    .any(|a| a.to_string().contains("kms:"))
+            })
+            .collect()
+    };
+    assert!(kms(&base).is_empty());
+    let decrypt = kms(&both);
+    assert_eq!(decrypt.len(), 1);
+    assert_eq!(list(&decrypt[0]["Action"]), vec![json!("kms:Decrypt")]);
+    assert_eq!(list(&decrypt[0]["Resource"]), vec![json!(key)]);
+    assert_eq!(
+        decrypt[0]["Condition"]["StringEquals"]["kms:ViaService"],
+        "secretsmanager.us-east-1.amazonaws.com"
+    );
+}
+
+/// The environment the template gives starts the function: at every
+/// default, and with every numeric parameter at its lowest and at its highest
+/// (so a value the template accepts is one the code accepts). No variable is
+/// empty.
+#[test]
+fn the_templates_environment_starts_the_function_at_defaults_and_extremes() {
+    use batch_processor::configuration::Settings;
+    let base = defaults();
+    let numbers: Vec<(String, String, String)> = base.0["Parameters"]
+        .as_object()
+        .expect("parameters")
+        .iter()
+        .filter(|(_, d)| d["Type"] == "Number")
+        .map(|(name, d)| {
+            let bound = |key: &str| {
+                d[key]
+                    .as_f64()
+                    .or_else(|| d[key].as_str()?.parse().ok())
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| d["Value"].as_str().unwrap_or_default().to_owned())
+            };
+            (name.clone(), bound("MinValue"), bound("MaxValue"))
+        })
+        .collect();
+    let low: Vec<_> = numbers
+        .iter()
+        .map(|(n, lo, _)| (n.as_str(), lo.as_str()))
+        .collect();
+    let high: Vec<_> = numbers
+        .iter()
+        .map(|(n, _, hi)| (n.as_str(), hi.as_str()))
+        .collect();
+    let all = stacks(&[vec![], low, high]);
+    for (which, s) in ["defaults", "lowest", "highest"].iter().zip(&all) {
+        let vars = s.function().1["Environment"]["Variables"]
+            .as_object()
+            .expect("variables")
+            .clone();
+        for (k, v) in &vars {
+            assert!(v.as_str() != Some(""), "{which}: {k} is empty");
+        }
+        let lookup = |key: &str| -> Option<String> {
+            if key == batch_processor::configuration::ON_LAMBDA_SIGNAL {
+                return Some("on-demand".into());
+            }
+            vars.get(key).map(|v| match v.as_str() {
+                Some(text) => text.to_owned(),
+                None => format!("deployed-{}", target_of(v).unwrap_or("value")),
+            })
+        };
+        if let Err(e) = Settings::from_lookup(lookup) {
+            panic!("{which}: the function would not start: {e}");
+        }
+    }
+}
+
+/// A statement, or a migration, must never outlive the invocation it runs
+/// in: Lambda would kill the instance with the transaction still open.
+#[test]
+fn database_timeouts_fit_in_the_functions_timeout() {
+    let s = defaults();
+    let timeout_ms = s.function().1["Timeout"].as_u64().expect("a timeout") * 1000;
+    for name in [
+        "DbStatementTimeoutMs",
+        "MigrateStatementTimeoutMs",
+        "MigrateLockTimeoutMs",
+    ] {
+        let max = s.parameter(name)["MaxValue"].as_u64().expect("a MaxValue");
+        let min = s.parameter(name)["MinValue"].as_u64().expect("a MinValue");
+        assert!(min > 0, "{name}: 0 would mean no timeout at all");
+        assert!(max < timeout_ms, "{name}: {max} < {timeout_ms}");
+    }
+}
