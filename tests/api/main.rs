@@ -17,5 +17,6 @@ mod orchestrate;
 mod process_order;
 mod reliability;
 mod review_batch;
+mod runbook;
 mod template;
 mod tier_filter;
