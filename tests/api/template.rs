@@ -161,7 +161,7 @@ impl Stack {
     }
 
     /// The statements of the resource policies (SQS queue and SNS topic
-    /// policies) that apply to `target` (a `Ref` or `Fn::GetAtt` of it).
+    /// policies) attached to the queue or topic `logical_id`.
     pub fn resource_policy_statements(&self, logical_id: &str) -> Vec<Value> {
         let mut out = Vec::new();
         for (kind, key) in [
