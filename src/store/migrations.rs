@@ -8,7 +8,7 @@
 
 use tokio_postgres::types::Type;
 
-use super::StoreError;
+use super::{Conn, StoreError};
 
 pub struct Migration {
     pub version: i64,
@@ -57,53 +57,53 @@ pub struct Timeouts {
     pub lock: std::time::Duration,
 }
 
-pub async fn run(
-    client: &mut deadpool_postgres::Client,
-    timeouts: Timeouts,
-) -> Result<MigrationReport, StoreError> {
-    let tx = client.transaction().await?;
-    // Transaction-scoped, so it also holds behind a transaction-mode pooler,
-    // and set before the advisory lock so that waiting for it obeys it.
-    tx.batch_execute(&format!(
-        "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
-        timeouts.statement.as_millis(),
-        timeouts.lock.as_millis()
-    ))
-    .await?;
-    tx.execute_typed(
-        "SELECT pg_advisory_xact_lock($1)",
-        &[(&LOCK_KEY, Type::INT8)],
-    )
-    .await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS batch_processor_migrations (
-             version    bigint PRIMARY KEY,
-             name       text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         )",
-    )
-    .await?;
-    let done: Vec<i64> = tx
-        .query_typed("SELECT version FROM batch_processor_migrations", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut applied = Vec::new();
-    for m in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
-        tx.batch_execute(m.sql).await?;
-        tx.execute_typed(
-            "INSERT INTO batch_processor_migrations (version, name) VALUES ($1, $2)",
-            &[(&m.version, Type::INT8), (&m.name, Type::TEXT)],
+pub async fn run(conn: &Conn, timeouts: Timeouts) -> Result<MigrationReport, StoreError> {
+    conn.transaction(|tx| async move {
+        // Unnamed statements: nothing prepared here outlives the schema it was prepared on.
+        let sql = tx.unprepared();
+        // Transaction-scoped, so it also holds behind a transaction-mode pooler,
+        // and set before the advisory lock so that waiting for it obeys it.
+        sql.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
+            timeouts.statement.as_millis(),
+            timeouts.lock.as_millis()
+        ))
+        .await?;
+        sql.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[(&LOCK_KEY, Type::INT8)],
         )
         .await?;
-        applied.push(m.name.to_owned());
-    }
-    tx.commit().await?;
-    Ok(MigrationReport {
-        already_applied: MIGRATIONS.len() - applied.len(),
-        applied,
+        sql.batch_execute(
+            "CREATE TABLE IF NOT EXISTS batch_processor_migrations (
+                 version    bigint PRIMARY KEY,
+                 name       text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+        let done: Vec<i64> = sql
+            .query("SELECT version FROM batch_processor_migrations", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut applied = Vec::new();
+        for m in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
+            sql.batch_execute(m.sql).await?;
+            sql.execute(
+                "INSERT INTO batch_processor_migrations (version, name) VALUES ($1, $2)",
+                &[(&m.version, Type::INT8), (&m.name, Type::TEXT)],
+            )
+            .await?;
+            applied.push(m.name.to_owned());
+        }
+        Ok(MigrationReport {
+            already_applied: MIGRATIONS.len() - applied.len(),
+            applied,
+        })
     })
+    .await
 }
 
 #[cfg(test)]
