@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::{Access, BoxFuture, Job, JobContext, Report, Run};
 use crate::error::ApiError;
-use crate::store::migrations;
+use crate::store::migrations::{self, MigrateError};
 
 pub const JOB: Job = Job {
     name: "migrate",
@@ -41,7 +41,14 @@ pub async fn run(ctx: &JobContext<'_>) -> Result<MigrateResponse, ApiError> {
         statement: ctx.settings.migrate_statement_timeout,
         lock: ctx.settings.migrate_lock_timeout,
     };
-    let report = migrations::run(&conn, timeouts).await?;
+    let report = migrations::run(&conn, timeouts)
+        .await
+        .map_err(|e| match e {
+            // The operator's to fix, and theirs to read: the message names the
+            // migration and says what to do (no SQL, no secret).
+            changed @ MigrateError::Changed { .. } => ApiError::Conflict(changed.to_string()),
+            MigrateError::Store(e) => e.into(),
+        })?;
     Ok(MigrateResponse {
         success: true,
         applied: report.applied,
