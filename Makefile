@@ -18,14 +18,26 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export LAMBDA_PORT
 
 BENCH_ARGS ?=
+# The tests of tests/api that need no service, by module: `make check` runs them.
+CHECK_TESTS ?= offline:: template:: runbook::
+# Where `make check` points the database and AWS: nothing listens there, so a
+# test that needs a service fails instead of quietly finding one.
+NO_SERVICE := DATABASE_URL=postgres://check@127.0.0.1:1/no-database AWS_ENDPOINT_URL=http://127.0.0.1:1
 
-.PHONY: help demo test e2e lint fmt migrate run watch invoke package artifact-e2e build-native bench tools ci
+.PHONY: help demo check test e2e lint fmt migrate run watch invoke package artifact-e2e build-native bench tools ci
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 demo: tools ## fresh demo database, seed, orchestrate and process-order through cargo lambda watch, events through a local EventBridge
 	scripts/with-moto.sh python3 scripts/local_lambda.py demo
+
+check: $(TOOLS_STAMP) ## the quick loop, no service needed: rustfmt, clippy, the OpenAPI document, unit tests and the tests that need no Postgres or AWS
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	openapi-spec-validator openapi.yaml
+	$(NO_SERVICE) $(CARGO) test --quiet --lib --bins
+	$(NO_SERVICE) $(CARGO) test --quiet --test api -- $(CHECK_TESTS)
 
 test: tools ## the whole suite: cargo tests (real Postgres, Secrets Manager, EventBridge, PgBouncer), the end-to-end test, and the same events against the artifact sam builds
 	DATABASE_URL="$$(scripts/pg.sh)" scripts/with-moto.sh $(CARGO) test --lib --bins --tests --no-fail-fast

@@ -1,24 +1,27 @@
 //! One Lambda instance: the state it builds at init and keeps (settings, the
-//! authenticator, the lazy connection pool), and the invocation itself —
-//! adapt the event, authenticate, run the job, answer in the source's shape,
-//! then one summary log line and one metric line.
+//! authenticator, the lazy connection pool, the event sink), and the
+//! invocation itself: recognise the event, run the job by the one road every
+//! source takes ([`App::run_job`]; HTTP requests through [`crate::http_api`]
+//! first), answer in the source's shape, then one summary log line and one
+//! metric line, both read from the invocation's [`InvocationReport`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use secrecy::SecretString;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::auth::{Authenticator, Credentials, Principal, Scheme};
+use crate::auth::{Authenticator, Principal, SharedSecret};
 use crate::configuration::{AuthMode, Settings};
+use crate::deadline::Deadline;
 use crate::domain::{Counts, Delivery};
 use crate::error::ApiError;
-use crate::event::{self, HttpRequest, Incoming, Invocation, InvocationError, JobRequest, Source};
+use crate::event::{self, Incoming, Invocation, InvocationError, Source};
 use crate::eventbridge::EventBridgeSink;
-use crate::jobs::outbox::EventSink;
-use crate::jobs::{Deadline, Job, JobContext, JobType};
+use crate::http_api;
+use crate::jobs::{self, Job, JobContext, JobRequest};
+use crate::outbox::{EventSink, Outbox};
 use crate::store::pool::DbConfigError;
 use crate::store::Db;
 use crate::telemetry::metrics::{emf_line, Line, MetricsSink};
@@ -48,7 +51,10 @@ impl App {
             tracing::warn!("AUTH_MODE=none: HTTP requests are NOT authenticated; use this for local development only");
         }
         let db = Db::new(&settings)?;
-        let auth = Authenticator::new(&settings);
+        let auth = Authenticator::new(
+            &settings,
+            SharedSecret::from_settings(&settings, db.secret()),
+        );
         let events = settings.event_bus_name.as_ref().map(|bus| {
             Box::new(EventBridgeSink::new(
                 bus.clone(),
@@ -70,25 +76,16 @@ impl App {
         self.metrics = sink;
         self
     }
-
-    /// The HS256 secret: `JWT_SECRET`, else the database secret's `jwtSecret`
-    /// (read only when an HS256 token has to be checked).
-    pub async fn jwt_secret(&self) -> Result<Option<SecretString>, ApiError> {
-        if let Some(secret) = &self.settings.jwt_secret {
-            return Ok(Some(secret.clone()));
-        }
-        Ok(self.db.jwt_secret().await?)
-    }
 }
 
-/// What the summary line and the metrics need to know of one invocation.
-#[derive(Default)]
-struct Record {
-    job_type: Option<JobType>,
+/// What a job did: the summary line and the metrics read it, never the answer.
+#[derive(Debug, Default, Clone, Copy)]
+struct Activity {
+    /// `None` when the request named no job this function knows.
+    job: Option<&'static Job>,
     counts: Counts,
+    /// What delivering the outbox did, when it was tried.
     delivery: Option<Delivery>,
-    cold_start: bool,
-    timings: Timings,
 }
 
 /// How one invocation ends, before it is shaped for Lambda.
@@ -109,6 +106,16 @@ impl Answer {
             Answer::Failed(e) => e.status(),
         }
     }
+}
+
+/// What one invocation did, for its summary line and its metric line.
+struct InvocationReport {
+    source: Source,
+    status: u16,
+    activity: Activity,
+    duration_ms: u64,
+    cold_start: bool,
+    timings: Timings,
 }
 
 impl App {
@@ -139,16 +146,22 @@ impl App {
         phases: &Phases,
     ) -> Result<Value, InvocationError> {
         let started = Instant::now();
-        let mut record = Record {
-            cold_start: self.cold.swap(false, Ordering::Relaxed),
-            ..Record::default()
-        };
-        let (source, answer) = self.answer(event, inv, &mut record).await;
+        let cold_start = self.cold.swap(false, Ordering::Relaxed);
+        let (source, activity, answer) = self.answer(event, inv).await;
         if let Answer::Failed(e) = &answer {
-            log_error(e);
+            e.log();
         }
-        record.timings = phases.timings();
-        self.summarize(source, answer.status(), &record, started, inv);
+        self.summarize(
+            &InvocationReport {
+                source,
+                status: answer.status(),
+                activity,
+                duration_ms: started.elapsed().as_millis() as u64,
+                cold_start,
+                timings: phases.timings(),
+            },
+            inv,
+        );
         match answer {
             Answer::Direct(v) | Answer::Http(_, v) => Ok(v),
             Answer::Failed(e) => Err(InvocationError::new(&e, &inv.request_id)),
@@ -156,176 +169,77 @@ impl App {
     }
 
     /// Recognises the source and runs what it asks for.
-    async fn answer(
-        &self,
-        event: Value,
-        inv: &Invocation,
-        record: &mut Record,
-    ) -> (Source, Answer) {
-        match event::classify(event) {
-            Err(e) => (Source::Direct, Answer::Failed(e)),
-            Ok(Incoming::Trusted(source, request)) => {
-                let answer = match self.run_trusted(request, inv, record).await {
-                    Ok(v) => Answer::Direct(v),
-                    Err(e) => Answer::Failed(e),
-                };
-                (source, answer)
-            }
-            Ok(Incoming::Http(source, req)) => {
-                let (status, response) = self.run_http(source, req, inv, record).await;
-                (source, Answer::Http(status, response))
-            }
-        }
-    }
-
-    async fn run_trusted(
-        &self,
-        request: JobRequest,
-        inv: &Invocation,
-        record: &mut Record,
-    ) -> Result<Value, ApiError> {
-        let job_type = JobType::parse(request.job_type.as_ref())?;
-        self.run_job(
-            job_type,
-            request.data.as_ref(),
-            &Principal::Trusted,
-            inv,
-            record,
-        )
-        .await
-    }
-
-    /// Always answers with a proxy response; errors become their status code.
-    async fn run_http(
-        &self,
-        source: Source,
-        req: Result<HttpRequest, ApiError>,
-        inv: &Invocation,
-        record: &mut Record,
-    ) -> (u16, Value) {
-        let origin = self.settings.cors_allow_origin.as_str();
-        if req
-            .as_ref()
-            .is_ok_and(|r| r.method == http::Method::OPTIONS)
-        {
-            return (204, event::proxy_response(source, 204, None, origin));
-        }
-        let result = match req {
-            Ok(req) => self.http_job(&req, inv, record).await,
-            Err(e) => Err(e),
+    async fn answer(&self, event: Value, inv: &Invocation) -> (Source, Activity, Answer) {
+        let incoming = match event::classify(event) {
+            Ok(incoming) => incoming,
+            Err(e) => return (Source::Direct, Activity::default(), Answer::Failed(e)),
         };
-        let (status, body) = match result {
-            Ok(v) => (200, v.to_string()),
-            Err(e) => {
-                log_error(&e);
-                let body = serde_json::to_string(&e.body(&inv.request_id))
-                    .unwrap_or_else(|_| "{}".to_owned());
-                (e.status(), body)
+        let source = incoming.source();
+        let trusted = match incoming {
+            Incoming::Direct(obj) => JobRequest::from_object(obj),
+            Incoming::Schedule(detail) => JobRequest::scheduled(detail),
+            Incoming::Http(flavour, request) => {
+                let (activity, response) = http_api::serve(
+                    request,
+                    &self.auth,
+                    &self.settings.cors_allow_origin,
+                    &inv.request_id,
+                    |job, principal| async move { self.run_job(job, &principal, inv).await },
+                )
+                .await;
+                let status = response.status().as_u16();
+                let answer = Answer::Http(status, event::proxy_response(flavour, response));
+                return (source, activity.unwrap_or_default(), answer);
             }
         };
-        (
-            status,
-            event::proxy_response(source, status, Some(body), origin),
-        )
+        // Direct and EventBridge invocations are trusted: IAM already decided.
+        let (activity, result) = self.run_job(trusted, &Principal::Trusted, inv).await;
+        let answer = match result {
+            Ok(v) => Answer::Direct(v),
+            Err(e) => Answer::Failed(e),
+        };
+        (source, activity, answer)
     }
 
-    /// POST only; the body's size is checked before the caller is
-    /// authenticated, and parsed after.
-    async fn http_job(
-        &self,
-        req: &HttpRequest,
-        inv: &Invocation,
-        record: &mut Record,
-    ) -> Result<Value, ApiError> {
-        if req.method != http::Method::POST {
-            return Err(ApiError::MethodNotAllowed(format!(
-                "Method {} not allowed; use POST",
-                req.method
-            )));
-        }
-        let body = req.body_bytes()?;
-        let principal = self.authenticate(req).await?;
-        let mut request = req.job_request(&body)?;
-        let job_type = JobType::parse(request.job_type.as_ref())?;
-        req.apply_idempotency_header(&mut request.data)?;
-        self.run_job(job_type, request.data.as_ref(), &principal, inv, record)
-            .await
-    }
-
-    /// Who the HTTP caller is: the gateway's verified claims, or a bearer token.
-    async fn authenticate(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
-        match self
-            .auth
-            .credentials(req.header("authorization"), req.claims.as_ref())?
-        {
-            Credentials::Settled(principal) => Ok(principal),
-            Credentials::Bearer(token) => {
-                let secret = match Authenticator::scheme(token)? {
-                    Scheme::SharedSecret => self.jwt_secret().await?,
-                    Scheme::KeySet => None,
-                };
-                self.auth.verify(token, secret.as_ref()).await
-            }
-        }
-    }
-
-    /// Validates, authorizes and runs the job; records what it did.
+    /// The one road every source ends in: runs the job `request` names for
+    /// `principal` within this invocation's deadline.
     async fn run_job(
         &self,
-        job_type: JobType,
-        data: Option<&Value>,
+        request: JobRequest,
         principal: &Principal,
         inv: &Invocation,
-        record: &mut Record,
-    ) -> Result<Value, ApiError> {
-        record.job_type = Some(job_type);
-        // At info, only what is not personal: the job, its plain fields, and
-        // which keys were sent. The whole request, masked by the log writer,
-        // only at debug (behaviour §9): free-form buyer data stays out of
-        // production logs.
-        tracing::info!(
-            jobType = job_type.as_str(),
-            request = %request_summary(data),
-            "job request"
-        );
-        tracing::debug!(
-            jobType = job_type.as_str(),
-            request = %data.map(serde_json::Value::to_string).unwrap_or_default(),
-            "job request (whole)"
-        );
-        let job = Job::parse(job_type, data, principal)?;
+    ) -> (Activity, Result<Value, ApiError>) {
         let ctx = JobContext {
             db: &self.db,
             settings: &self.settings,
             principal,
             deadline: Deadline::new(inv.deadline, self.settings.deadline_margin),
-            events: self.events.as_deref(),
+            outbox: Outbox::new(&self.db, self.events.as_deref()),
         };
-        let output = job.run(&ctx).await?;
-        record.counts = output.counts;
-        record.delivery = output.delivery;
-        Ok(output.body)
+        let (job, result) = jobs::run(request, &ctx).await;
+        let mut activity = Activity {
+            job,
+            ..Activity::default()
+        };
+        let result = result.map(|report| {
+            activity.counts = report.counts;
+            activity.delivery = report.delivery;
+            report.body
+        });
+        (activity, result)
     }
 
     /// The summary log line, and the metric line for every job (and every
     /// refused request).
-    fn summarize(
-        &self,
-        source: Source,
-        status: u16,
-        record: &Record,
-        started: Instant,
-        inv: &Invocation,
-    ) {
-        let outcome = if status < 400 {
+    fn summarize(&self, r: &InvocationReport, inv: &Invocation) {
+        let outcome = if r.status < 400 {
             "ok".to_owned()
         } else {
-            status.to_string()
+            r.status.to_string()
         };
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let job_type = record.job_type.map(|j| j.as_str()).unwrap_or("unknown");
-        let c = &record.counts;
-        let d = record.delivery.unwrap_or_default();
+        let job_type = r.activity.job.map(|j| j.name).unwrap_or("unknown");
+        let c = &r.activity.counts;
+        let d = r.activity.delivery.unwrap_or_default();
         if d.failed > 0 {
             tracing::warn!(
                 publishFailures = d.failed,
@@ -336,8 +250,8 @@ impl App {
         tracing::info!(
             requestId = %inv.request_id,
             jobType = job_type,
-            source = source.as_str(),
-            durationMs = duration_ms,
+            source = r.source.as_str(),
+            durationMs = r.duration_ms,
             outcome = %outcome,
             confirmed = c.confirmed,
             needsReview = c.needs_review,
@@ -350,94 +264,26 @@ impl App {
             eventsPublished = d.published,
             publishFailures = d.failed,
             eventsPending = d.pending,
-            coldStart = record.cold_start,
-            secretMs = record.timings.secret_ms,
-            connectMs = record.timings.connect_ms,
-            dbMs = record.timings.db_ms,
-            publishMs = record.timings.publish_ms,
+            coldStart = r.cold_start,
+            secretMs = r.timings.secret_ms,
+            connectMs = r.timings.connect_ms,
+            dbMs = r.timings.db_ms,
+            publishMs = r.timings.publish_ms,
             xrayTraceId = inv.trace_id.as_deref().unwrap_or(""),
             "invocation finished"
         );
-        if record.job_type.is_some() || status >= 400 {
+        if r.activity.job.is_some() || r.status >= 400 {
             self.metrics.emit(&emf_line(&Line {
                 job_type,
                 counts: c,
-                delivery: record.delivery.as_ref(),
-                duration_ms,
-                error: status >= 500,
-                cold_start: record.cold_start,
-                timings: record.timings,
+                delivery: r.activity.delivery.as_ref(),
+                duration_ms: r.duration_ms,
+                error: r.status >= 500,
+                cold_start: r.cold_start,
+                timings: r.timings,
                 request_id: &inv.request_id,
                 trace_id: inv.trace_id.as_deref(),
             }));
         }
-    }
-}
-
-/// Fields of a request that say what was asked without saying who asked or
-/// what they wrote: they are logged at info with their values.
-const PLAIN_FIELDS: &[&str] = &[
-    "productCategory",
-    "productVariantBase",
-    "quantity",
-    "dryRun",
-    "limit",
-    "batchId",
-    "decision",
-];
-
-/// `{"productCategory":"t-shirts","quantity":50,"keys":["buyerId",…]}`: the
-/// plain fields' values (scalars only) and the names of every key sent.
-fn request_summary(data: Option<&Value>) -> Value {
-    let Some(Value::Object(map)) = data else {
-        return serde_json::json!({"keys": []});
-    };
-    let mut out = serde_json::Map::new();
-    for field in PLAIN_FIELDS {
-        if let Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) = map.get(*field) {
-            out.insert((*field).to_owned(), v.clone());
-        }
-    }
-    let mut keys: Vec<&String> = map.keys().collect();
-    keys.sort();
-    out.insert("keys".into(), serde_json::json!(keys));
-    Value::Object(out)
-}
-
-fn log_error(e: &ApiError) {
-    match e {
-        ApiError::Internal(detail) => tracing::error!(error = %detail, "job failed"),
-        other => tracing::info!(status = other.status(), error = %other, "request refused"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn the_info_summary_names_keys_and_plain_fields_only() {
-        let data = json!({"productCategory": "t-shirts", "productVariantBase": "crew", "quantity": 50,
-                          "styleDetails": {"variant": "navy-m", "notes": "call 017 1234 5678"},
-                          "buyerId": "550e8400-e29b-41d4-a716-446655440000", "idempotencyKey": "k-1"});
-        let s = request_summary(Some(&data));
-        assert_eq!(
-            s,
-            json!({"productCategory": "t-shirts", "productVariantBase": "crew", "quantity": 50,
-                   "keys": ["buyerId", "idempotencyKey", "productCategory", "productVariantBase",
-                            "quantity", "styleDetails"]})
-        );
-        let text = s.to_string();
-        for personal in ["navy-m", "017", "550e8400", "k-1", "notes"] {
-            assert!(!text.contains(personal), "{personal} in {text}");
-        }
-        // A plain field holding an object is not echoed either.
-        let odd = json!({"quantity": {"email": "a@b.co"}, "batchId": "b"});
-        assert_eq!(
-            request_summary(Some(&odd)),
-            json!({"batchId": "b", "keys": ["batchId", "quantity"]})
-        );
-        assert_eq!(request_summary(None), json!({"keys": []}));
     }
 }

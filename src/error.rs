@@ -64,6 +64,15 @@ impl ApiError {
         }
     }
 
+    /// Logs this error as behaviour §9 says: a 500 at `error` as `job failed`
+    /// with its internal detail, every other refusal at `info`.
+    pub fn log(&self) {
+        match self {
+            ApiError::Internal(detail) => tracing::error!(error = %detail, "job failed"),
+            other => tracing::info!(status = other.status(), error = %other, "request refused"),
+        }
+    }
+
     pub fn body(&self, request_id: &str) -> ErrorBody {
         ErrorBody {
             error: self.to_string(),

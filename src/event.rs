@@ -1,6 +1,10 @@
-//! The event adapter (§2): every AWS source in, a [`JobRequest`] out, and an
-//! answer back in the source's own shape. It knows AWS shapes and nothing of
-//! jobs, authentication or the database; [`crate::App`] runs the invocation.
+//! The event adapter (§2): AWS shapes in and out, nothing else. Every event
+//! becomes one [`Incoming`] — a direct invocation's object, a schedule's
+//! `detail`, or an HTTP request (an [`http::Request`] with the authorizer's
+//! claims as an extension) — and an HTTP answer ([`http::Response`]) goes back
+//! in the payload version it came in ([`Flavour`]). It knows no job, no
+//! authentication and no database: [`crate::http_api`] handles HTTP requests,
+//! and every source ends in the same job runner ([`crate::App`]).
 //!
 //! Sources are recognised by their keys, in this order, so a malformed event
 //! gets a 400 that says what it looked like rather than "did not match any
@@ -19,25 +23,12 @@ use aws_lambda_events::apigw::{
     ApiGatewayProxyRequest, ApiGatewayProxyResponse, ApiGatewayV2httpRequest,
     ApiGatewayV2httpResponse,
 };
-use aws_lambda_events::encodings::Body;
+use aws_lambda_events::encodings::Body as ProxyBody;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
 use base64::Engine;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use http::Method;
 use serde_json::{Map, Value};
 
-use aws_lambda_events::eventbridge::EventBridgeEvent;
-
 use crate::error::ApiError;
-
-/// The job a schedule runs when its rule's `detail` names none.
-pub const SCHEDULED_JOB: &str = "orchestrate";
-
-/// Largest HTTP body accepted (behaviour §2: over 64 KiB is a 413).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-pub const CORS_ALLOW_HEADERS: &str =
-    "authorization, x-client-info, apikey, content-type, idempotency-key";
-pub const CORS_ALLOW_METHODS: &str = "POST, OPTIONS";
 
 /// What the adapter needs of the Lambda context.
 #[derive(Debug, Clone)]
@@ -127,6 +118,7 @@ impl From<InvocationError> for lambda_runtime::Diagnostic {
     }
 }
 
+/// Where an invocation came from (the summary line's `source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Direct,
@@ -146,82 +138,99 @@ impl Source {
     }
 }
 
-/// A job request as a source carried it: `jobType` and `data`, not yet
-/// validated.
+/// Which API Gateway payload an HTTP request came in, and so the shape its
+/// answer must have. Only HTTP events have one: a direct or scheduled
+/// invocation cannot be answered as a proxy response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// REST API, payload 1.0.
+    Rest,
+    /// HTTP API or function URL, payload 2.0.
+    Http,
+}
+
+/// An HTTP request as this function reads it.
+pub type HttpRequest = http::Request<Body>;
+/// An HTTP answer: status, headers and, but for a preflight, a JSON body.
+pub type HttpResponse = http::Response<Option<String>>;
+
+/// Claims an API Gateway authorizer verified, as the gateway handed them
+/// over; an extension of the [`HttpRequest`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct JobRequest {
-    pub job_type: Option<Value>,
-    pub data: Option<Value>,
+pub struct GatewayClaims(pub Map<String, Value>);
+
+/// An HTTP body as API Gateway carried it: text, or the base64 of bytes.
+/// Decoded only on demand, so a request refused before its body is read
+/// (a preflight, a wrong method) never pays for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Body {
+    text: Option<String>,
+    base64: bool,
 }
 
-/// The parts of an API Gateway request this function reads.
-#[derive(Debug)]
-pub struct HttpRequest {
-    pub method: Method,
-    headers: HeaderMap,
-    body: Option<String>,
-    is_base64_encoded: bool,
-    /// Claims an API Gateway authorizer verified, if any.
-    pub claims: Option<Map<String, Value>>,
+/// Why a body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// More than the limit, before or after base64 decoding.
+    TooLarge,
+    NotBase64,
 }
 
-impl HttpRequest {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+impl Body {
+    pub fn new(text: Option<String>, base64: bool) -> Self {
+        Body { text, base64 }
     }
 
-    /// The body as bytes, base64-decoded, size-checked (400, 413).
-    pub fn body_bytes(&self) -> Result<Vec<u8>, ApiError> {
-        decode_body(self.body.as_deref(), self.is_base64_encoded)
-    }
-
-    /// The job request in `body` (from [`Self::body_bytes`]): a JSON object
-    /// with `jobType` and `data`.
-    pub fn job_request(&self, body: &[u8]) -> Result<JobRequest, ApiError> {
-        let mut request = match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => {
-                return Err(ApiError::BadRequest(
-                    "Request body must be a JSON object".into(),
-                ))
+    /// The bytes, at most `max` of them. A base64 body is measured before
+    /// it is decoded too, so an oversized one is never decoded.
+    pub fn bytes(&self, max: usize) -> Result<Vec<u8>, BodyError> {
+        let raw = self.text.as_deref().unwrap_or("");
+        let bytes = if self.base64 {
+            if raw.len() > max.div_ceil(3) * 4 + 4 {
+                return Err(BodyError::TooLarge);
             }
-            Err(_) => {
-                return Err(ApiError::BadRequest(
-                    "Request body is not valid JSON".into(),
-                ))
-            }
+            base64::engine::general_purpose::STANDARD
+                .decode(raw.trim())
+                .map_err(|_| BodyError::NotBase64)?
+        } else {
+            raw.as_bytes().to_vec()
         };
-        Ok(JobRequest {
-            job_type: request.remove("jobType"),
-            data: request.remove("data"),
-        })
-    }
-
-    /// The `Idempotency-Key` header means `data.idempotencyKey` (§2); a body
-    /// that names another key is a 400.
-    pub fn apply_idempotency_header(&self, data: &mut Option<Value>) -> Result<(), ApiError> {
-        match self.header("idempotency-key") {
-            Some(key) => merge_idempotency_key(data, key),
-            None => Ok(()),
+        if bytes.len() > max {
+            return Err(BodyError::TooLarge);
         }
+        Ok(bytes)
     }
 }
 
 /// An event, recognised.
 #[derive(Debug)]
 pub enum Incoming {
-    /// A direct invocation or a schedule: trusted, answered as JSON.
-    Trusted(Source, JobRequest),
+    /// A direct invocation: the event itself (`{"jobType": …, "data": …}`).
+    Direct(Map<String, Value>),
+    /// An EventBridge schedule: its rule's `detail`, if any.
+    Schedule(Option<Value>),
     /// An API Gateway event; `Err` when it has the shape's keys but does not
-    /// decode — it still gets an answer in that shape, a 400.
-    Http(Source, Result<HttpRequest, ApiError>),
+    /// decode — it is still answered in that shape, with a 400. Boxed: a
+    /// request is much larger than the other variants.
+    Http(Flavour, Result<Box<HttpRequest>, ApiError>),
+}
+
+impl Incoming {
+    pub fn source(&self) -> Source {
+        match self {
+            Incoming::Direct(_) => Source::Direct,
+            Incoming::Schedule(_) => Source::Schedule,
+            Incoming::Http(Flavour::Rest, _) => Source::Rest,
+            Incoming::Http(Flavour::Http, _) => Source::Http,
+        }
+    }
 }
 
 /// Recognises the source of `event` by its keys (see the module docs) and
 /// decodes it. `Err` only for an event that is not a JSON object, or a
 /// schedule that does not decode; both are answered as a direct invocation.
 pub fn classify(event: Value) -> Result<Incoming, ApiError> {
-    let Value::Object(mut obj) = event else {
+    let Value::Object(obj) = event else {
         return Err(ApiError::BadRequest(
             "Event must be a JSON object with a jobType".into(),
         ));
@@ -232,7 +241,7 @@ pub fn classify(event: Value) -> Result<Incoming, ApiError> {
             Ok(req) => req,
             Err(e) => {
                 return Ok(Incoming::Http(
-                    Source::Http,
+                    Flavour::Http,
                     Err(malformed("HTTP API (payload 2.0)", &e)),
                 ))
             }
@@ -248,23 +257,20 @@ pub fn classify(event: Value) -> Result<Incoming, ApiError> {
                     .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                     .collect()
             });
-        return Ok(Incoming::Http(
-            Source::Http,
-            Ok(HttpRequest {
-                method: req.request_context.http.method,
-                headers: req.headers,
-                body: req.body,
-                is_base64_encoded: req.is_base64_encoded,
-                claims,
-            }),
-        ));
+        let request = http_request(
+            req.request_context.http.method,
+            req.headers,
+            Body::new(req.body, req.is_base64_encoded),
+            claims,
+        );
+        return Ok(Incoming::Http(Flavour::Http, Ok(Box::new(request))));
     }
     if context.is_some() && obj.contains_key("httpMethod") {
         let req: ApiGatewayProxyRequest = match serde_json::from_value(Value::Object(obj)) {
             Ok(req) => req,
             Err(e) => {
                 return Ok(Incoming::Http(
-                    Source::Rest,
+                    Flavour::Rest,
                     Err(malformed("REST API (payload 1.0)", &e)),
                 ))
             }
@@ -275,45 +281,37 @@ pub fn classify(event: Value) -> Result<Incoming, ApiError> {
         };
         let mut headers = req.multi_value_headers;
         headers.extend(req.headers);
-        return Ok(Incoming::Http(
-            Source::Rest,
-            Ok(HttpRequest {
-                method: req.http_method,
-                headers,
-                body: req.body,
-                is_base64_encoded: req.is_base64_encoded,
-                claims,
-            }),
-        ));
+        let request = http_request(
+            req.http_method,
+            headers,
+            Body::new(req.body, req.is_base64_encoded),
+            claims,
+        );
+        return Ok(Incoming::Http(Flavour::Rest, Ok(Box::new(request))));
     }
     let scheduled = obj.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
         && obj.get("source").and_then(Value::as_str) == Some("aws.events");
     if scheduled {
         let schedule: EventBridgeEvent<Option<Value>> = serde_json::from_value(Value::Object(obj))
             .map_err(|e| malformed("EventBridge scheduled", &e))?;
-        // The rule's `detail` may name another job; otherwise a schedule orchestrates.
-        let mut detail = match schedule.detail {
-            Some(Value::Object(d)) => d,
-            _ => Map::new(),
-        };
-        let job_type = detail
-            .remove("jobType")
-            .unwrap_or_else(|| Value::String(SCHEDULED_JOB.into()));
-        return Ok(Incoming::Trusted(
-            Source::Schedule,
-            JobRequest {
-                job_type: Some(job_type),
-                data: detail.remove("data"),
-            },
-        ));
+        return Ok(Incoming::Schedule(schedule.detail));
     }
-    Ok(Incoming::Trusted(
-        Source::Direct,
-        JobRequest {
-            job_type: obj.remove("jobType"),
-            data: obj.remove("data"),
-        },
-    ))
+    Ok(Incoming::Direct(obj))
+}
+
+fn http_request(
+    method: http::Method,
+    headers: http::HeaderMap,
+    body: Body,
+    claims: Option<Map<String, Value>>,
+) -> HttpRequest {
+    let mut request = http::Request::new(body);
+    *request.method_mut() = method;
+    *request.headers_mut() = headers;
+    if let Some(claims) = claims {
+        request.extensions_mut().insert(GatewayClaims(claims));
+    }
+    request
 }
 
 /// A 400 for an event that has a source's keys but not its shape. serde's
@@ -323,91 +321,27 @@ fn malformed(what: &str, e: &serde_json::Error) -> ApiError {
     ApiError::BadRequest(format!("Malformed {what} event: {detail}"))
 }
 
-/// The body as bytes, size-checked before and after base64 decoding.
-fn decode_body(body: Option<&str>, is_base64: bool) -> Result<Vec<u8>, ApiError> {
-    let too_large = || {
-        ApiError::PayloadTooLarge(format!(
-            "Request body is larger than {} KiB",
-            MAX_BODY_BYTES / 1024
-        ))
-    };
-    let raw = body.unwrap_or("");
-    let bytes = if is_base64 {
-        if raw.len() > MAX_BODY_BYTES.div_ceil(3) * 4 + 4 {
-            return Err(too_large());
+/// `response` as a proxy integration response of the payload version the
+/// request came in.
+pub fn proxy_response(flavour: Flavour, response: HttpResponse) -> Value {
+    let (parts, body) = response.into_parts();
+    let status_code = i64::from(parts.status.as_u16());
+    let body = body.map(ProxyBody::Text);
+    let value = match flavour {
+        Flavour::Rest => {
+            let mut r = ApiGatewayProxyResponse::default();
+            r.status_code = status_code;
+            r.headers = parts.headers;
+            r.body = body;
+            serde_json::to_value(r)
         }
-        base64::engine::general_purpose::STANDARD
-            .decode(raw.trim())
-            .map_err(|_| ApiError::BadRequest("Request body is not valid base64".into()))?
-    } else {
-        raw.as_bytes().to_vec()
-    };
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(too_large());
-    }
-    Ok(bytes)
-}
-
-/// The `Idempotency-Key` header means `data.idempotencyKey` (behaviour §2).
-fn merge_idempotency_key(data: &mut Option<Value>, key: &str) -> Result<(), ApiError> {
-    let map = match data {
-        None | Some(Value::Null) => {
-            *data = Some(Value::Object(Map::new()));
-            match data {
-                Some(Value::Object(m)) => m,
-                _ => return Ok(()),
-            }
+        Flavour::Http => {
+            let mut r = ApiGatewayV2httpResponse::default();
+            r.status_code = status_code;
+            r.headers = parts.headers;
+            r.body = body;
+            serde_json::to_value(r)
         }
-        Some(Value::Object(m)) => m,
-        // Not an object: the job's own validation reports it.
-        Some(_) => return Ok(()),
-    };
-    match map.get("idempotencyKey") {
-        Some(Value::String(existing)) if existing != key => Err(ApiError::BadRequest(
-            "idempotencyKey differs from the Idempotency-Key header".into(),
-        )),
-        Some(Value::String(_)) => Ok(()),
-        _ => {
-            map.insert("idempotencyKey".into(), Value::String(key.to_owned()));
-            Ok(())
-        }
-    }
-}
-
-fn cors_headers(origin: &str) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(
-        HeaderName::from_static("access-control-allow-origin"),
-        HeaderValue::from_str(origin).unwrap_or(HeaderValue::from_static("*")),
-    );
-    h.insert(
-        HeaderName::from_static("access-control-allow-headers"),
-        HeaderValue::from_static(CORS_ALLOW_HEADERS),
-    );
-    h.insert(
-        HeaderName::from_static("access-control-allow-methods"),
-        HeaderValue::from_static(CORS_ALLOW_METHODS),
-    );
-    h
-}
-
-/// A proxy integration response in the shape of the source's payload version.
-pub fn proxy_response(source: Source, status: u16, body: Option<String>, origin: &str) -> Value {
-    let headers = cors_headers(origin);
-    let body = body.map(Body::Text);
-    let value = if source == Source::Rest {
-        let mut r = ApiGatewayProxyResponse::default();
-        r.status_code = i64::from(status);
-        r.headers = headers;
-        r.body = body;
-        serde_json::to_value(r)
-    } else {
-        let mut r = ApiGatewayV2httpResponse::default();
-        r.status_code = i64::from(status);
-        r.headers = headers;
-        r.body = body;
-        serde_json::to_value(r)
     };
     value.unwrap_or_else(|_| serde_json::json!({"statusCode": 500}))
 }
@@ -432,73 +366,79 @@ mod tests {
 
     #[test]
     fn base64_bodies_are_decoded_and_size_checked() {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(br#"{"jobType":"x"}"#);
+        let max = 64;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let body = |text: &str, base64| Body::new(Some(text.to_owned()), base64);
         assert_eq!(
-            decode_body(Some(&b64), true).unwrap(),
+            body(&b64(br#"{"jobType":"x"}"#), true).bytes(max).unwrap(),
             br#"{"jobType":"x"}"#
         );
-        assert_eq!(decode_body(Some("%%%"), true).unwrap_err().status(), 400);
-        let exact = "a".repeat(MAX_BODY_BYTES);
-        assert!(decode_body(Some(&exact), false).is_ok());
-        let over = "a".repeat(MAX_BODY_BYTES + 1);
-        assert_eq!(decode_body(Some(&over), false).unwrap_err().status(), 413);
-        let over64 = base64::engine::general_purpose::STANDARD.encode(over.as_bytes());
-        assert_eq!(decode_body(Some(&over64), true).unwrap_err().status(), 413);
-    }
-
-    #[test]
-    fn idempotency_header_fills_or_must_match_the_body() {
-        let mut none = None;
-        merge_idempotency_key(&mut none, "k1").unwrap();
-        assert_eq!(none, Some(json!({"idempotencyKey": "k1"})));
-        let mut same = Some(json!({"idempotencyKey": "k1"}));
-        merge_idempotency_key(&mut same, "k1").unwrap();
-        let mut other = Some(json!({"idempotencyKey": "k2"}));
+        assert_eq!(body("%%%", true).bytes(max), Err(BodyError::NotBase64));
+        let exact = "a".repeat(max);
+        assert_eq!(body(&exact, false).bytes(max).unwrap().len(), max);
         assert_eq!(
-            merge_idempotency_key(&mut other, "k1")
-                .unwrap_err()
-                .status(),
-            400
+            body(&b64(exact.as_bytes()), true).bytes(max).unwrap().len(),
+            max
         );
+        let over = "a".repeat(max + 1);
+        assert_eq!(body(&over, false).bytes(max), Err(BodyError::TooLarge));
+        assert_eq!(
+            body(&b64(over.as_bytes()), true).bytes(max),
+            Err(BodyError::TooLarge)
+        );
+        // Too long to be the base64 of an acceptable body: refused undecoded.
+        assert_eq!(
+            body(&"%".repeat(max * 2), true).bytes(max),
+            Err(BodyError::TooLarge)
+        );
+        assert_eq!(Body::default().bytes(max).unwrap(), b"");
     }
 
     #[test]
     fn sources_are_recognised_by_their_keys() {
         let direct = classify(json!({"jobType": "orchestrate"})).unwrap();
-        assert!(matches!(direct, Incoming::Trusted(Source::Direct, _)));
+        assert!(matches!(&direct, Incoming::Direct(o) if o["jobType"] == "orchestrate"));
+        assert_eq!(direct.source(), Source::Direct);
         let sched = classify(
             json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}),
         )
         .unwrap();
-        match sched {
-            Incoming::Trusted(Source::Schedule, j) => {
-                assert_eq!(j.job_type, Some(json!("orchestrate")));
-            }
-            _ => panic!("schedule not recognised"),
-        }
+        assert!(matches!(&sched, Incoming::Schedule(Some(d)) if *d == json!({})));
+        assert_eq!(sched.source(), Source::Schedule);
         let aws_sample: Value = serde_json::from_str(include_str!(
             "../tests/fixtures/aws-events/example-eventbridge-schedule.json"
         ))
         .unwrap();
         assert!(matches!(
             classify(aws_sample).unwrap(),
-            Incoming::Trusted(Source::Schedule, JobRequest { job_type: Some(Value::String(j)), data: None }) if j == "orchestrate"
-        ));
-        let overridden = classify(
-            json!({"detail-type": "Scheduled Event", "source": "aws.events",
-            "detail": {"jobType": "review-batch", "data": {"x": 1}}}),
-        )
-        .unwrap();
-        assert!(matches!(
-            overridden,
-            Incoming::Trusted(Source::Schedule, JobRequest { job_type: Some(Value::String(j)), data: Some(_) }) if j == "review-batch"
+            Incoming::Schedule(_)
         ));
         match classify(json!({"requestContext": {"http": {}}})) {
-            Ok(Incoming::Http(Source::Http, Err(e))) => {
+            Ok(Incoming::Http(Flavour::Http, Err(e))) => {
                 assert!(e.to_string().starts_with("Malformed HTTP API"), "{e}")
             }
             _ => panic!("a malformed HTTP API event is still answered as HTTP"),
         }
         assert_eq!(classify(json!([1, 2])).err().unwrap().status(), 400);
+    }
+
+    #[test]
+    fn answers_take_the_shape_of_their_payload_version() {
+        let response = || {
+            http::Response::builder()
+                .status(418)
+                .header("content-type", "application/json")
+                .body(Some("{}".to_owned()))
+                .unwrap()
+        };
+        let v1 = proxy_response(Flavour::Rest, response());
+        let v2 = proxy_response(Flavour::Http, response());
+        for v in [&v1, &v2] {
+            assert_eq!(v["statusCode"], 418);
+            assert_eq!(v["headers"]["content-type"], "application/json");
+            assert_eq!(v["body"], "{}");
+        }
+        assert!(v1.get("cookies").is_none(), "1.0 responses have no cookies");
+        assert_eq!(v2["cookies"], json!([]), "2.0 responses have cookies");
     }
 }

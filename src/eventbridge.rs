@@ -1,4 +1,4 @@
-//! The EventBridge adapter of the outbox port ([`crate::jobs::outbox::EventSink`]):
+//! The EventBridge adapter of the outbox port ([`crate::outbox::EventSink`]):
 //! one `PutEvents` call per ≤ 10 events on `EVENT_BUS_NAME`, `Source` =
 //! `EVENT_SOURCE`, `DetailType` = the event type, `Detail` = the event
 //! (behaviour §10). The client is built on first use, from the shared SDK
@@ -9,7 +9,7 @@ use aws_sdk_eventbridge::config::retry::RetryConfig;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use tokio::sync::OnceCell;
 
-use crate::jobs::outbox::{EntryOutcome, EventSink, OutboxEvent, SendResult, SinkError};
+use crate::outbox::{EntryOutcome, EventSink, OutboxEvent, SendResult, SinkError};
 
 /// EventBridge refuses an entry over 256 KB (its `Source`, `DetailType`,
 /// `Detail`, `Resources` and `EventBusName`, as UTF-8 bytes).

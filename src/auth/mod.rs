@@ -1,5 +1,7 @@
-//! Who is calling (behaviour §3): credentials in, a [`Principal`] out. Which
-//! principal may run which job is the jobs' decision (`jobs::authorize`).
+//! Who is calling (behaviour §3): an HTTP request's headers and the claims an
+//! API Gateway authorizer verified in, a [`Principal`] out —
+//! [`Authenticator::authenticate`], the one entry. Which principal may run
+//! which job is the jobs' decision (`jobs::authorize`).
 //!
 //! Direct and EventBridge invocations are trusted: IAM already decided who may
 //! invoke the function. HTTP callers prove themselves with a bearer token, or
@@ -14,10 +16,19 @@
 //! never meets a public key and an ES256/RS256 header never meets the secret,
 //! so no algorithm confusion is possible. `none` and every other algorithm are
 //! refused. `exp` is required, `nbf` honoured, with [`LEEWAY_SECS`] of clock skew.
+//! The token's header is decoded once: it names the verifier, and the key set
+//! reads its `kid`.
+//!
+//! The authenticator owns where its keys come from: the JWKS cache, and the
+//! HS256 secret ([`SharedSecret`]: `JWT_SECRET`, or the database secret's
+//! `jwtSecret`, read only when an HS256 token has to be checked).
 
 pub mod claims;
 pub mod jwks;
 
+use std::sync::Arc;
+
+use http::HeaderMap;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
@@ -25,7 +36,8 @@ use uuid::Uuid;
 
 use crate::configuration::{AuthMode, Settings};
 use crate::error::ApiError;
-use jwks::{Jwks, KeyError};
+use crate::secrets::SecretsManager;
+use jwks::{Clock, Jwks, KeyError};
 
 /// Clock skew allowed on `exp` and `nbf`, as PostgREST allows.
 pub const LEEWAY_SECS: u64 = 30;
@@ -55,37 +67,63 @@ impl Principal {
     }
 }
 
-/// What an HTTP request brings to prove who it is.
-#[derive(Debug)]
-pub enum Credentials<'a> {
-    /// Settled without a signature check: `AUTH_MODE=none`, or claims an API
-    /// Gateway authorizer verified.
-    Settled(Principal),
-    /// A bearer token still to verify.
-    Bearer(&'a str),
-}
-
 /// Which verifier a bearer token's header asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
+enum Scheme {
     /// HS256: the project's shared secret.
     SharedSecret,
     /// ES256 / RS256: a key of the issuer's JWKS.
     KeySet,
 }
 
+/// Where the HS256 secret comes from.
+pub enum SharedSecret {
+    /// `JWT_SECRET`.
+    Fixed(SecretString),
+    /// The `jwtSecret` of the database secret, read (and cached with it) the
+    /// first time an HS256 token has to be checked.
+    DbSecret(Arc<SecretsManager>),
+    /// Neither: HS256 tokens cannot be checked.
+    None,
+}
+
+impl SharedSecret {
+    /// `JWT_SECRET` when set, else the database secret when there is one.
+    pub fn from_settings(settings: &Settings, db_secret: Option<Arc<SecretsManager>>) -> Self {
+        match (&settings.jwt_secret, db_secret) {
+            (Some(secret), _) => SharedSecret::Fixed(secret.clone()),
+            (None, Some(sm)) => SharedSecret::DbSecret(sm),
+            (None, None) => SharedSecret::None,
+        }
+    }
+
+    async fn get(&self) -> Result<Option<SecretString>, ApiError> {
+        match self {
+            SharedSecret::Fixed(secret) => Ok(Some(secret.clone())),
+            SharedSecret::DbSecret(sm) => sm
+                .get(false)
+                .await
+                .map(|s| s.jwt_secret)
+                .map_err(|e| ApiError::Unavailable(format!("Database unavailable: {e}"))),
+            SharedSecret::None => Ok(None),
+        }
+    }
+}
+
 pub struct Authenticator {
     mode: AuthMode,
     allow_anonymous_buyers: bool,
+    shared_secret: SharedSecret,
     jwks: Option<(Jwks, String)>,
 }
 
 impl Authenticator {
     /// Builds the verifiers; fetches nothing.
-    pub fn new(settings: &Settings) -> Self {
+    pub fn new(settings: &Settings, shared_secret: SharedSecret) -> Self {
         Authenticator {
             mode: settings.auth_mode,
             allow_anonymous_buyers: settings.allow_anonymous_buyers,
+            shared_secret,
             jwks: settings.jwks.as_ref().map(|j| {
                 (
                     Jwks::new(j.url.clone(), settings.jwks_min_refetch),
@@ -95,53 +133,40 @@ impl Authenticator {
         }
     }
 
+    /// The same authenticator with the key set's cache and refetch limits
+    /// read from `clock` (tests move time on instead of waiting for it).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.jwks = self.jwks.map(|(j, iss)| (j.with_clock(clock), iss));
+        self
+    }
+
     /// The key set, when one is configured (tests count its fetches).
     pub fn key_set(&self) -> Option<&Jwks> {
         self.jwks.as_ref().map(|(j, _)| j)
     }
 
-    /// Reads the request's credentials. `gateway_claims` are the claims API
+    /// Who sent an HTTP request. `gateway_claims` are the claims API
     /// Gateway's authorizer verified; when present they are used instead of a
     /// bearer token (the gateway checked its signature, issuer, audience and
     /// expiry; checking again would cost a key fetch and add nothing).
-    pub fn credentials<'a>(
+    /// Otherwise the `Authorization` bearer token is verified by the system
+    /// its header names.
+    pub async fn authenticate(
         &self,
-        authorization: Option<&'a str>,
+        headers: &HeaderMap,
         gateway_claims: Option<&Map<String, Value>>,
-    ) -> Result<Credentials<'a>, ApiError> {
+    ) -> Result<Principal, ApiError> {
         if self.mode == AuthMode::None {
-            return Ok(Credentials::Settled(Principal::Admin { user_id: None }));
+            return Ok(Principal::Admin { user_id: None });
         }
         if let Some(claims) = gateway_claims.filter(|c| !c.is_empty()) {
-            return self.principal(claims).map(Credentials::Settled);
+            return self.principal(claims);
         }
-        let header =
-            authorization.ok_or_else(|| ApiError::Unauthorized("Missing bearer token".into()))?;
-        header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(Credentials::Bearer)
-            .ok_or_else(|| ApiError::Unauthorized("Authorization must be a bearer token".into()))
-    }
-
-    /// Which verifier the token's header names; 401 for `none`, any other
-    /// algorithm, or no readable header.
-    pub fn scheme(token: &str) -> Result<Scheme, ApiError> {
-        scheme_of(&read_header(token)?)
-    }
-    /// Verifies a bearer token. `secret` is the HS256 secret, read by the
-    /// caller only for [`Scheme::SharedSecret`] tokens.
-    pub async fn verify(
-        &self,
-        token: &str,
-        secret: Option<&SecretString>,
-    ) -> Result<Principal, ApiError> {
+        let token = bearer(headers)?;
         let header = read_header(token)?;
         let claims = match scheme_of(&header)? {
             Scheme::SharedSecret => {
-                let Some(secret) = secret else {
+                let Some(secret) = self.shared_secret.get().await? else {
                     return Err(match self.jwks {
                         // A project on asymmetric keys only: HS256 is simply not accepted.
                         Some(_) => unauthorized("Token algorithm is not accepted"),
@@ -200,6 +225,20 @@ impl Authenticator {
         }
         Ok(Principal::NoRole)
     }
+}
+
+/// The bearer token of the `Authorization` header.
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorized("Missing bearer token"))?;
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthorized("Authorization must be a bearer token"))
 }
 
 fn read_header(token: &str) -> Result<jsonwebtoken::Header, ApiError> {
@@ -273,7 +312,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let settings = Settings::from_lookup(|k| map.get(k).cloned()).unwrap();
-        Authenticator::new(&settings)
+        Authenticator::new(&settings, SharedSecret::None)
     }
 
     fn claims(v: Value) -> Map<String, Value> {
@@ -295,28 +334,12 @@ mod tests {
                 Principal::Admin { user_id: Some(uid) },
             ),
             (
-                json!({"role": "authenticated", "sub": user, "app_metadata": "{\"role\":\"admin\"}"}),
-                Principal::Admin { user_id: Some(uid) },
-            ),
-            (
-                json!({"role": "authenticated", "sub": user, "app_metadata": "map[provider:email role:admin]"}),
-                Principal::Admin { user_id: Some(uid) },
-            ),
-            (
                 json!({"role": "authenticated", "sub": user}),
                 Principal::Buyer { user_id: uid },
             ),
             (
                 json!({"role": "authenticated", "sub": user, "is_anonymous": true}),
                 Principal::Anonymous,
-            ),
-            (
-                json!({"role": "authenticated", "sub": user, "is_anonymous": "true"}),
-                Principal::Anonymous,
-            ),
-            (
-                json!({"role": "authenticated", "sub": user, "is_anonymous": "false"}),
-                Principal::Buyer { user_id: uid },
             ),
             (json!({"role": "anon"}), Principal::NoRole),
             (json!({}), Principal::NoRole),
@@ -347,25 +370,13 @@ mod tests {
                 b64(json!({}))
             )
         };
-        assert_eq!(
-            Authenticator::scheme(&token("HS256")).unwrap(),
-            Scheme::SharedSecret
-        );
-        assert_eq!(
-            Authenticator::scheme(&token("ES256")).unwrap(),
-            Scheme::KeySet
-        );
-        assert_eq!(
-            Authenticator::scheme(&token("RS256")).unwrap(),
-            Scheme::KeySet
-        );
+        let scheme = |t: &str| read_header(t).and_then(|h| scheme_of(&h));
+        assert_eq!(scheme(&token("HS256")).unwrap(), Scheme::SharedSecret);
+        assert_eq!(scheme(&token("ES256")).unwrap(), Scheme::KeySet);
+        assert_eq!(scheme(&token("RS256")).unwrap(), Scheme::KeySet);
         for bad in ["none", "HS512", "PS256", "ES384", "EdDSA"] {
-            assert_eq!(
-                Authenticator::scheme(&token(bad)).unwrap_err().status(),
-                401,
-                "{bad}"
-            );
+            assert_eq!(scheme(&token(bad)).unwrap_err().status(), 401, "{bad}");
         }
-        assert_eq!(Authenticator::scheme("garbage").unwrap_err().status(), 401);
+        assert_eq!(scheme("garbage").unwrap_err().status(), 401);
     }
 }

@@ -4,8 +4,11 @@
 pub mod counts;
 pub mod fill;
 pub mod pricing;
+pub mod status;
+pub mod terms;
 pub mod tier;
 
 pub use counts::{Counts, Delivery};
 pub use fill::{Fill, InvalidTarget};
+pub use status::BatchStatus;
 pub use tier::{decide, Action, Candidate, Outcome};

@@ -3,10 +3,20 @@
 
 use serde::Serialize;
 
-use super::JobContext;
+use super::{Access, BoxFuture, Job, JobContext, Report, Run};
 use crate::error::ApiError;
-use crate::store::migrations;
-use crate::telemetry::phases::{timed, Phase};
+use crate::store::migrations::{self, MigrateError};
+
+pub const JOB: Job = Job {
+    name: "migrate",
+    access: Access::Trusted,
+    plain_fields: &[],
+    parse: |_, _| Ok(Box::new(MigrateRequest)),
+};
+
+/// `migrate` takes no data.
+#[derive(Debug)]
+pub struct MigrateRequest;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -16,13 +26,29 @@ pub struct MigrateResponse {
     pub already_applied: usize,
 }
 
+impl Run for MigrateRequest {
+    fn run<'a>(
+        self: Box<Self>,
+        ctx: &'a JobContext<'a>,
+    ) -> BoxFuture<'a, Result<Report, ApiError>> {
+        Box::pin(async move { Report::answer(run(ctx).await?) })
+    }
+}
+
 pub async fn run(ctx: &JobContext<'_>) -> Result<MigrateResponse, ApiError> {
-    let mut client = ctx.db.get().await?;
+    let conn = ctx.db.get().await?;
     let timeouts = migrations::Timeouts {
         statement: ctx.settings.migrate_statement_timeout,
         lock: ctx.settings.migrate_lock_timeout,
     };
-    let report = timed(Phase::Db, migrations::run(&mut client, timeouts)).await?;
+    let report = migrations::run(&conn, timeouts)
+        .await
+        .map_err(|e| match e {
+            // The operator's to fix, and theirs to read: the message names the
+            // migration and says what to do (no SQL, no secret).
+            changed @ MigrateError::Changed { .. } => ApiError::Conflict(changed.to_string()),
+            MigrateError::Store(e) => e.into(),
+        })?;
     Ok(MigrateResponse {
         success: true,
         applied: report.applied,

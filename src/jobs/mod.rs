@@ -1,74 +1,110 @@
-//! The jobs of behaviour §1, one file each. Every job parses its `data` into a
-//! validated request (400 on the first bad field), then runs it. Jobs know
-//! nothing of AWS: the event adapter hands them a principal, a deadline and
-//! the database, and shapes whatever they answer.
+//! The jobs of behaviour §1, one file each, listed once in [`JOBS`].
+//!
+//! Every job parses its `data` into a validated request (400 on the first bad
+//! field), then runs it and hands back a [`Report`]: its answer, what it did
+//! (counts) and what it asks to be delivered after its commit, within which
+//! budget. [`run`] is the one road every source ends in: it finds the job,
+//! checks who may run it, parses, runs, and delivers what the job asked — the
+//! same way for every job. Jobs know nothing of AWS: the event adapter and
+//! the HTTP front hand them a principal, a deadline and the database, and
+//! shape whatever they answer.
+//!
+//! Adding a job is its file (a request type, its `parse`, [`Run`] and a
+//! [`Job`] line) and one line in [`JOBS`].
 
 pub mod input;
 pub mod migrate;
 pub mod orchestrate;
-pub mod outbox;
 pub mod process_order;
 pub mod publish_events;
 pub mod review_batch;
 
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::pin::Pin;
 
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::auth::Principal;
 use crate::configuration::Settings;
+use crate::deadline::Deadline;
 use crate::domain::{Counts, Delivery};
 use crate::error::ApiError;
+use crate::outbox::{Ask, Outbox};
 use crate::store::{Db, StoreError};
-use crate::telemetry::phases::{timed, Phase};
 use input::Data;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JobType {
-    Orchestrate,
-    ProcessOrder,
-    ReviewBatch,
-    Migrate,
-    PublishEvents,
+/// Every job, by wire name. Adding a job: its file, and one line here.
+pub const JOBS: &[Job] = &[
+    orchestrate::JOB,
+    process_order::JOB,
+    review_batch::JOB,
+    migrate::JOB,
+    publish_events::JOB,
+];
+
+/// The job a schedule runs when its rule's `detail` names none.
+pub const SCHEDULED_JOB: &str = "orchestrate";
+
+/// One line of [`JOBS`]: a job's name, who may run it, what of its request
+/// may be logged, and how its `data` becomes something to run.
+pub struct Job {
+    /// `jobType` on the wire.
+    pub name: &'static str,
+    pub access: Access,
+    /// Fields of `data` that say what was asked without saying who asked or
+    /// what they wrote: logged at info with their values (behaviour §9).
+    pub plain_fields: &'static [&'static str],
+    /// Validates `data` for the principal into the job's request.
+    pub parse: Parse,
 }
 
-impl JobType {
-    pub fn parse(raw: Option<&Value>) -> Result<Self, ApiError> {
-        match raw.and_then(Value::as_str) {
-            Some("orchestrate") => Ok(JobType::Orchestrate),
-            Some("process-order") => Ok(JobType::ProcessOrder),
-            Some("review-batch") => Ok(JobType::ReviewBatch),
-            Some("migrate") => Ok(JobType::Migrate),
-            Some("publish-events") => Ok(JobType::PublishEvents),
-            _ => Err(ApiError::BadRequest("Invalid job type".into())),
-        }
-    }
+/// A job's parser: `data` and the caller in, a request ready to run out.
+pub type Parse = fn(&Data<'_>, &Principal) -> Result<Box<dyn Run>, ApiError>;
 
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            JobType::Orchestrate => "orchestrate",
-            JobType::ProcessOrder => "process-order",
-            JobType::ReviewBatch => "review-batch",
-            JobType::Migrate => "migrate",
-            JobType::PublishEvents => "publish-events",
-        }
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
     }
 }
 
-/// Whether `principal` may run `job` at all (§3). Authentication says who
-/// the caller is; this is the jobs' own rule. Buyer-for-another-buyer is
-/// checked by process-order, which knows the `buyerId`.
-pub fn authorize(job: JobType, principal: &Principal) -> Result<(), ApiError> {
-    let allowed = match (job, principal) {
+impl Job {
+    /// The job named `raw`, a 400 when it names none.
+    pub fn find(raw: Option<&Value>) -> Result<&'static Job, ApiError> {
+        let name = raw.and_then(Value::as_str);
+        JOBS.iter()
+            .find(|j| Some(j.name) == name)
+            .ok_or_else(|| ApiError::BadRequest("Invalid job type".into()))
+    }
+}
+
+/// Who may run a job (behaviour §3). Direct and EventBridge invocations may
+/// run every job; authentication says who an HTTP caller is, this says what
+/// they may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Direct invocation only, never over HTTP.
+    Trusted,
+    /// Admins (and trusted sources).
+    Admins,
+    /// Admins and buyers. Whether a buyer may act for another buyer is the
+    /// job's own rule: it knows the request.
+    Buyers,
+}
+
+/// Whether `principal` may run `job` at all.
+pub fn authorize(job: &Job, principal: &Principal) -> Result<(), ApiError> {
+    let allowed = match (job.access, principal) {
         (_, Principal::Trusted) => true,
-        (JobType::Migrate, _) => {
-            return Err(ApiError::Forbidden(
-                "migrate is accepted only by direct invocation".into(),
-            ))
+        (Access::Trusted, _) => {
+            return Err(ApiError::Forbidden(format!(
+                "{} is accepted only by direct invocation",
+                job.name
+            )))
         }
         (_, Principal::Admin { .. }) => true,
-        (JobType::ProcessOrder, Principal::Buyer { .. }) => true,
-        (JobType::ProcessOrder, Principal::Anonymous) => {
+        (Access::Buyers, Principal::Buyer { .. }) => true,
+        (Access::Buyers, Principal::Anonymous) => {
             return Err(ApiError::Forbidden(
                 "Anonymous users may not place orders".into(),
             ))
@@ -80,28 +116,17 @@ pub fn authorize(job: JobType, principal: &Principal) -> Result<(), ApiError> {
     } else {
         Err(ApiError::Forbidden(format!(
             "This role may not run {}",
-            job.as_str()
+            job.name
         )))
     }
 }
 
-/// When the invocation must stop starting new work: the Lambda deadline less
-/// `DEADLINE_MARGIN_MS`, so the answer still goes out before the timeout.
-#[derive(Debug, Clone, Copy)]
-pub struct Deadline {
-    stop_at: Option<Instant>,
-}
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-impl Deadline {
-    pub fn new(deadline: Option<Instant>, margin: Duration) -> Self {
-        Deadline {
-            stop_at: deadline.map(|d| d.checked_sub(margin).unwrap_or(d)),
-        }
-    }
-
-    pub fn reached(&self) -> bool {
-        self.stop_at.is_some_and(|t| Instant::now() >= t)
-    }
+/// A validated request, ready to run.
+pub trait Run: Send + std::fmt::Debug {
+    fn run<'a>(self: Box<Self>, ctx: &'a JobContext<'a>)
+        -> BoxFuture<'a, Result<Report, ApiError>>;
 }
 
 /// What a job gets to work with.
@@ -110,159 +135,151 @@ pub struct JobContext<'a> {
     pub settings: &'a Settings,
     pub principal: &'a Principal,
     pub deadline: Deadline,
-    /// Where the outbox is delivered; `None` when `EVENT_BUS_NAME` is unset.
-    pub events: Option<&'a dyn outbox::EventSink>,
+    /// Only `publish-events` delivers itself; every other job asks, in its report.
+    pub outbox: Outbox<'a>,
 }
 
-/// One request, validated.
-#[derive(Debug)]
-pub enum Job {
-    Orchestrate(orchestrate::OrchestrateRequest),
-    ProcessOrder(process_order::ProcessOrderRequest),
-    ReviewBatch(review_batch::ReviewBatchRequest),
-    Migrate,
-    PublishEvents(publish_events::PublishEventsRequest),
+/// A job request as a source carried it: `jobType` and `data`, not yet validated.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobRequest {
+    pub job_type: Option<Value>,
+    pub data: Option<Value>,
 }
 
-impl Job {
-    /// Authorizes `job_type` for the principal, then validates `data`.
-    pub fn parse(
-        job_type: JobType,
-        data: Option<&Value>,
-        principal: &Principal,
-    ) -> Result<Self, ApiError> {
-        authorize(job_type, principal)?;
-        let data = Data::new(data)?;
-        Ok(match job_type {
-            JobType::Orchestrate => {
-                Job::Orchestrate(orchestrate::OrchestrateRequest::parse(&data)?)
-            }
-            JobType::ReviewBatch => {
-                Job::ReviewBatch(review_batch::ReviewBatchRequest::parse(&data)?)
-            }
-            JobType::Migrate => Job::Migrate,
-            JobType::PublishEvents => {
-                Job::PublishEvents(publish_events::PublishEventsRequest::parse(&data)?)
-            }
-            JobType::ProcessOrder => {
-                Job::ProcessOrder(process_order::ProcessOrderRequest::parse(&data, principal)?)
-            }
-        })
+impl JobRequest {
+    /// `{"jobType": …, "data": …}`: a direct invocation's event, an HTTP body.
+    pub fn from_object(mut obj: Map<String, Value>) -> Self {
+        JobRequest {
+            job_type: obj.remove("jobType"),
+            data: obj.remove("data"),
+        }
     }
 
-    /// Runs the job; a job that wrote events then delivers them (behaviour
-    /// §10), within a budget, after its commit. Delivery never changes the
-    /// job's answer: a failure is logged and counted, and a later
-    /// `publish-events` run delivers what is left.
-    pub async fn run(self, ctx: &JobContext<'_>) -> Result<JobOutput, ApiError> {
-        match self {
-            Job::Orchestrate(req) => {
-                let dry_run = req.dry_run;
-                let out = JobOutput::of_batches(orchestrate::run(req, ctx).await?)?;
-                Ok(if dry_run {
-                    out
-                } else {
-                    out.delivered(ctx, outbox::Scope::All, ctx.settings.publish_budget)
-                        .await
-                })
-            }
-            Job::ReviewBatch(req) => {
-                let out = JobOutput::of_batches(review_batch::run(req, ctx).await?)?;
-                Ok(out
-                    .delivered(ctx, outbox::Scope::All, ctx.settings.publish_budget)
-                    .await)
-            }
-            Job::ProcessOrder(req) => {
-                let (body, event) = process_order::run(req, ctx).await?;
-                let counts = Counts {
-                    orders_placed: u64::from(event.is_some()),
-                    ..Counts::default()
-                };
-                let out = JobOutput {
-                    body,
-                    counts,
-                    delivery: None,
-                };
-                Ok(match event {
-                    // Only the order's own event, so a backlog never slows a buyer down.
-                    Some(id) => {
-                        out.delivered(
-                            ctx,
-                            outbox::Scope::Only(&[id]),
-                            ctx.settings.order_publish_budget,
-                        )
-                        .await
-                    }
-                    None => out,
-                })
-            }
-            Job::Migrate => Ok(JobOutput {
-                body: to_value(migrate::run(ctx).await?)?,
-                counts: Counts::default(),
-                delivery: None,
-            }),
-            Job::PublishEvents(req) => {
-                let (body, delivery) = publish_events::run(req, ctx).await?;
-                Ok(JobOutput {
-                    body: to_value(body)?,
-                    counts: Counts::default(),
-                    delivery: Some(delivery),
-                })
-            }
+    /// A schedule's rule `detail`: it may name another job and its data;
+    /// otherwise a schedule runs [`SCHEDULED_JOB`].
+    pub fn scheduled(detail: Option<Value>) -> Self {
+        let mut detail = match detail {
+            Some(Value::Object(d)) => d,
+            _ => Map::new(),
+        };
+        JobRequest {
+            job_type: Some(
+                detail
+                    .remove("jobType")
+                    .unwrap_or_else(|| Value::String(SCHEDULED_JOB.into())),
+            ),
+            data: detail.remove("data"),
         }
     }
 }
 
-/// A job's answer, and what it did for the summary log line and the metrics.
-pub struct JobOutput {
+/// What a job hands back.
+#[derive(Debug)]
+pub struct Report {
+    /// The answer.
     pub body: Value,
+    /// What it did, for the summary line and the metrics.
     pub counts: Counts,
-    /// What delivering the outbox did, when it was tried.
+    /// Events to deliver after the commit, and for how long.
+    pub deliver: Option<Ask>,
+    /// What delivering did, when it was tried.
     pub delivery: Option<Delivery>,
 }
 
-impl JobOutput {
-    fn of_batches(resp: orchestrate::OrchestrateResponse) -> Result<Self, ApiError> {
-        // A dry run did nothing, whatever it reports.
-        let counts = if resp.dry_run {
-            Counts::default()
-        } else {
-            resp.summary
-        };
-        Ok(JobOutput {
-            body: to_value(resp)?,
-            counts,
+impl Report {
+    /// A report answering `body`, having counted nothing.
+    pub fn answer(body: impl Serialize) -> Result<Self, ApiError> {
+        Ok(Report {
+            body: serde_json::to_value(body)
+                .map_err(|e| ApiError::Internal(format!("serialize response: {e}")))?,
+            counts: Counts::default(),
+            deliver: None,
             delivery: None,
         })
     }
 
-    /// Delivers pending events after the job committed, when delivery is on.
-    async fn delivered(
-        mut self,
-        ctx: &JobContext<'_>,
-        scope: outbox::Scope<'_>,
-        budget: Duration,
-    ) -> Self {
-        let Some(sink) = ctx.events else {
-            return self;
-        };
-        let bounds = outbox::Bounds {
-            limit: u64::MAX,
-            budget,
-            deadline: ctx.deadline,
-        };
-        match timed(Phase::Publish, outbox::deliver(ctx.db, sink, scope, bounds)).await {
-            Ok(delivery) => self.delivery = Some(delivery),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not deliver events after the job; a later run will");
-            }
-        }
+    pub fn counted(mut self, counts: Counts) -> Self {
+        self.counts = counts;
+        self
+    }
+
+    /// Asks for delivery after the commit.
+    pub fn delivering(mut self, ask: Ask) -> Self {
+        self.deliver = Some(ask);
+        self
+    }
+
+    /// What delivering did (the delivering job's own report).
+    pub fn delivered(mut self, delivery: Delivery) -> Self {
+        self.delivery = Some(delivery);
         self
     }
 }
 
-fn to_value(v: impl serde::Serialize) -> Result<Value, ApiError> {
-    serde_json::to_value(v).map_err(|e| ApiError::Internal(format!("serialize response: {e}")))
+/// Runs the job `request` names for `ctx.principal`: finds it, authorizes,
+/// validates `data`, runs it, then delivers the events it asked for (behaviour
+/// §10). Delivery never changes the job's answer: a failure is logged and
+/// counted, and a later `publish-events` run delivers what is left. Returns
+/// the job (when one was named) with the outcome, so that a refusal is still
+/// reported under its job.
+pub async fn run(
+    request: JobRequest,
+    ctx: &JobContext<'_>,
+) -> (Option<&'static Job>, Result<Report, ApiError>) {
+    let job = match Job::find(request.job_type.as_ref()) {
+        Ok(job) => job,
+        Err(e) => return (None, Err(e)),
+    };
+    (Some(job), run_found(job, request.data.as_ref(), ctx).await)
+}
+
+async fn run_found(
+    job: &'static Job,
+    data: Option<&Value>,
+    ctx: &JobContext<'_>,
+) -> Result<Report, ApiError> {
+    // At info, only what is not personal: the job, its plain fields, and
+    // which keys were sent. The whole request, masked by the log writer,
+    // only at debug (behaviour §9): free-form buyer data stays out of
+    // production logs.
+    tracing::info!(
+        jobType = job.name,
+        request = %request_summary(data),
+        "job request"
+    );
+    tracing::debug!(
+        jobType = job.name,
+        request = %data.map(serde_json::Value::to_string).unwrap_or_default(),
+        "job request (whole)"
+    );
+    authorize(job, ctx.principal)?;
+    let request = (job.parse)(&Data::new(data)?, ctx.principal)?;
+    let mut report = request.run(ctx).await?;
+    if let Some(ask) = report.deliver.take() {
+        if let Some(delivery) = ctx.outbox.after_job(ask, ctx.deadline).await {
+            report.delivery = Some(delivery);
+        }
+    }
+    Ok(report)
+}
+
+/// `{"productCategory":"t-shirts","quantity":50,"keys":["buyerId",…]}`: the
+/// plain fields' values (scalars only) and the names of every key sent. A
+/// field any job declares plain is shown, whatever the job.
+fn request_summary(data: Option<&Value>) -> Value {
+    let Some(Value::Object(map)) = data else {
+        return serde_json::json!({"keys": []});
+    };
+    let mut out = Map::new();
+    for field in JOBS.iter().flat_map(|j| j.plain_fields) {
+        if let Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) = map.get(*field) {
+            out.insert((*field).to_owned(), v.clone());
+        }
+    }
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    out.insert("keys".into(), serde_json::json!(keys));
+    Value::Object(out)
 }
 
 /// The store's failures as callers see them: outages are 503 with the
@@ -290,7 +307,31 @@ impl From<tokio_postgres::Error> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use uuid::Uuid;
+
+    fn job(name: &str) -> &'static Job {
+        Job::find(Some(&json!(name))).expect("a job")
+    }
+
+    #[test]
+    fn the_table_names_every_job_once() {
+        let names: Vec<&str> = JOBS.iter().map(|j| j.name).collect();
+        assert_eq!(
+            names,
+            [
+                "orchestrate",
+                "process-order",
+                "review-batch",
+                "migrate",
+                "publish-events"
+            ]
+        );
+        for bad in [json!("explode"), json!(42), Value::Null] {
+            assert_eq!(Job::find(Some(&bad)).unwrap_err().status(), 400, "{bad}");
+        }
+        assert_eq!(Job::find(None).unwrap_err().to_string(), "Invalid job type");
+    }
 
     #[test]
     fn authorization_table() {
@@ -300,27 +341,82 @@ mod tests {
         };
         // (job, principal, allowed)
         let cases = [
-            (JobType::Orchestrate, Principal::Trusted, true),
-            (JobType::Migrate, Principal::Trusted, true),
-            (JobType::Orchestrate, admin.clone(), true),
-            (JobType::ReviewBatch, admin.clone(), true),
-            (JobType::ProcessOrder, admin.clone(), true),
-            (JobType::Migrate, admin.clone(), false),
-            (JobType::Orchestrate, buyer.clone(), false),
-            (JobType::ReviewBatch, buyer.clone(), false),
-            (JobType::ProcessOrder, buyer.clone(), true),
-            (JobType::Migrate, buyer, false),
-            (JobType::ProcessOrder, Principal::NoRole, false),
-            (JobType::ProcessOrder, Principal::Anonymous, false),
-            (JobType::Orchestrate, Principal::Anonymous, false),
+            ("orchestrate", Principal::Trusted, true),
+            ("migrate", Principal::Trusted, true),
+            ("orchestrate", admin.clone(), true),
+            ("review-batch", admin.clone(), true),
+            ("process-order", admin.clone(), true),
+            ("publish-events", admin.clone(), true),
+            ("migrate", admin.clone(), false),
+            ("orchestrate", buyer.clone(), false),
+            ("review-batch", buyer.clone(), false),
+            ("publish-events", buyer.clone(), false),
+            ("process-order", buyer.clone(), true),
+            ("migrate", buyer, false),
+            ("process-order", Principal::NoRole, false),
+            ("process-order", Principal::Anonymous, false),
+            ("orchestrate", Principal::Anonymous, false),
         ];
-        for (job, p, allowed) in cases {
-            let got = authorize(job, &p);
-            assert_eq!(got.is_ok(), allowed, "{job:?} {p:?}");
+        for (name, p, allowed) in cases {
+            let got = authorize(job(name), &p);
+            assert_eq!(got.is_ok(), allowed, "{name} {p:?}");
             if let Err(e) = got {
                 assert_eq!(e.status(), 403);
             }
         }
+        assert_eq!(
+            authorize(job("migrate"), &Principal::NoRole)
+                .unwrap_err()
+                .to_string(),
+            "migrate is accepted only by direct invocation"
+        );
+    }
+
+    #[test]
+    fn schedules_orchestrate_unless_their_detail_names_a_job() {
+        assert_eq!(
+            JobRequest::scheduled(None),
+            JobRequest {
+                job_type: Some(json!("orchestrate")),
+                data: None
+            }
+        );
+        assert_eq!(
+            JobRequest::scheduled(Some(json!({"jobType": "review-batch", "data": {"x": 1}}))),
+            JobRequest {
+                job_type: Some(json!("review-batch")),
+                data: Some(json!({"x": 1}))
+            }
+        );
+        assert_eq!(
+            JobRequest::scheduled(Some(json!("not an object"))).job_type,
+            Some(json!("orchestrate"))
+        );
+    }
+
+    #[test]
+    fn the_info_summary_names_keys_and_plain_fields_only() {
+        let data = json!({"productCategory": "t-shirts", "productVariantBase": "crew", "quantity": 50,
+                          "styleDetails": {"variant": "navy-m", "notes": "call 017 1234 5678"},
+                          "buyerId": "550e8400-e29b-41d4-a716-446655440000", "idempotencyKey": "k-1"});
+        let s = request_summary(Some(&data));
+        assert_eq!(
+            s,
+            json!({"productCategory": "t-shirts", "productVariantBase": "crew", "quantity": 50,
+                   "keys": ["buyerId", "idempotencyKey", "productCategory", "productVariantBase",
+                            "quantity", "styleDetails"]})
+        );
+        let text = s.to_string();
+        for personal in ["navy-m", "017", "550e8400", "k-1", "notes"] {
+            assert!(!text.contains(personal), "{personal} in {text}");
+        }
+        // A plain field holding an object is not echoed either.
+        let odd = json!({"quantity": {"email": "a@b.co"}, "batchId": "b"});
+        assert_eq!(
+            request_summary(Some(&odd)),
+            json!({"batchId": "b", "keys": ["batchId", "quantity"]})
+        );
+        assert_eq!(request_summary(None), json!({"keys": []}));
     }
 
     #[test]

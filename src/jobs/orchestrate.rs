@@ -26,12 +26,20 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::input::Data;
-use super::JobContext;
+use super::{Access, BoxFuture, Job, JobContext, Report, Run};
 use crate::domain::tier::{decide, Action, Outcome};
 use crate::domain::Counts;
 use crate::error::ApiError;
+use crate::outbox::{Ask, Scope};
 use crate::store::batches::{self, CandidateRow, Cursor, Move, Scan, ScanQuery};
-use crate::store::StoreError;
+use crate::store::{Conn, Sql, StoreError};
+
+pub const JOB: Job = Job {
+    name: "orchestrate",
+    access: Access::Admins,
+    plain_fields: &["dryRun", "limit"],
+    parse: |data, _| Ok(Box::new(OrchestrateRequest::parse(data)?)),
+};
 
 /// Largest `limit` accepted; a run over more batches goes through `hasMore`.
 pub const MAX_LIMIT: i64 = 1_000_000;
@@ -48,6 +56,29 @@ impl OrchestrateRequest {
         Ok(OrchestrateRequest {
             dry_run: data.opt_bool("dryRun")?.unwrap_or(false),
             limit: data.opt_int("limit", 1, MAX_LIMIT)?,
+        })
+    }
+}
+
+impl Run for OrchestrateRequest {
+    /// A real run counts what it did and asks for every pending event to be
+    /// delivered; a dry run did nothing, whatever it reports, and asks nothing.
+    fn run<'a>(
+        self: Box<Self>,
+        ctx: &'a JobContext<'a>,
+    ) -> BoxFuture<'a, Result<Report, ApiError>> {
+        Box::pin(async move {
+            let resp = run(*self, ctx).await?;
+            let (dry_run, summary) = (resp.dry_run, resp.summary);
+            let report = Report::answer(resp)?;
+            Ok(if dry_run {
+                report
+            } else {
+                report.counted(summary).delivering(Ask {
+                    scope: Scope::All,
+                    budget: ctx.settings.publish_budget,
+                })
+            })
         })
     }
 }
@@ -194,7 +225,7 @@ pub async fn run(
     let chunk_size = ctx.settings.orchestrate_chunk_size;
     let lookahead_hours = ctx.settings.orchestrate_lookahead_hours;
     let mut budget = req.limit.unwrap_or(i64::MAX);
-    let mut client = ctx.db.get().await?;
+    let conn = ctx.db.get().await?;
     let mut results = Results::default();
     let mut evaluated: u64 = 0;
 
@@ -217,9 +248,9 @@ pub async fn run(
             lock: !req.dry_run,
         };
         let (taken, last) = if req.dry_run {
-            preview_chunk(&ctx.db.sql_client(&client), &query, &mut results).await?
+            preview_chunk(&conn.sql(), &query, &mut results).await?
         } else {
-            act_chunk(ctx.db, &mut client, &query, &mut results, &mut nearing_now).await?
+            act_chunk(&conn, &query, &mut results, &mut nearing_now).await?
         };
         evaluated += taken as u64;
         budget -= taken as i64;
@@ -228,8 +259,8 @@ pub async fn run(
             break;
         }
     }
-    let mut has_more = cut_short
-        && batches::more_may_write(&ctx.db.sql_client(&client), lookahead_hours, cursor).await?;
+    let mut has_more =
+        cut_short && batches::more_may_write(&conn.sql(), lookahead_hours, cursor).await?;
 
     // Pass 2: the remaining candidates need no write; they are read, reported
     // where docs/behaviour.md reports them, and counted.
@@ -243,7 +274,7 @@ pub async fn run(
                 limit: chunk_size.min(budget),
                 lock: false,
             };
-            let rows = batches::candidates(&ctx.db.sql_client(&client), &query).await?;
+            let rows = batches::candidates(&conn.sql(), &query).await?;
             let mut taken = 0;
             for row in &rows {
                 if nearing_now.contains(&row.id) {
@@ -352,7 +383,7 @@ impl Plan {
     }
 
     /// The up to four apply statements, pipelined.
-    async fn apply(&self, sql: &crate::store::Sql<'_, '_>) -> Result<Applied, StoreError> {
+    async fn apply(&self, sql: &Sql<'_>) -> Result<Applied, StoreError> {
         let (supplier_orders, (), cancelled, ()) = tokio::try_join!(
             batches::confirm(sql, &self.confirm),
             batches::hold_for_review(sql, &self.review),
@@ -387,6 +418,20 @@ impl Plan {
     }
 }
 
+/// Why a chunk's transaction was rolled back.
+enum ChunkError {
+    /// The database failed (an outage, or a bug): the run stops.
+    Store(StoreError),
+    /// The chunk's writes were refused for a reason in the data.
+    Refused(StoreError, Vec<CandidateRow>),
+}
+
+impl From<StoreError> for ChunkError {
+    fn from(e: StoreError) -> Self {
+        ChunkError::Store(e)
+    }
+}
+
 /// Takes, decides and applies one chunk in one transaction.
 ///
 /// When the chunk's writes fail for a reason in the data (a constraint,
@@ -395,33 +440,37 @@ impl Plan {
 /// again by [`isolate`], which finds the failing batches and reports them
 /// `failed`.
 async fn act_chunk(
-    db: &crate::store::Db,
-    client: &mut deadpool_postgres::Object,
+    conn: &Conn,
     query: &ScanQuery,
     out: &mut Results,
     nearing_now: &mut HashSet<Uuid>,
 ) -> Result<(usize, Option<Cursor>), ApiError> {
-    let tx = db.begin(client).await?;
-    let sql = db.sql(&tx);
-    let rows = batches::candidates(&sql, query).await?;
-    let taken = (rows.len(), rows.last().map(CandidateRow::cursor));
-    let plan = Plan::of(&rows);
-    match plan.apply(&sql).await {
-        Ok(applied) => {
-            crate::store::commit(tx).await?;
+    let chunk = conn
+        .transaction(|tx| async move {
+            let rows = batches::candidates(&tx, query).await?;
+            let plan = Plan::of(&rows);
+            match plan.apply(&tx).await {
+                Ok(applied) => Ok((rows, plan, applied)),
+                Err(e) if e.outage().is_some() => Err(ChunkError::Store(e)),
+                Err(e) => Err(ChunkError::Refused(e, rows)),
+            }
+        })
+        .await;
+    match chunk {
+        Ok((rows, plan, applied)) => {
             plan.log_applied(rows.len());
             nearing_now.extend(plan.nearing.iter().map(|m| m.batch_id));
             plan.finish(&applied.supplier_orders, &applied.cancelled, false, out)?;
+            Ok((rows.len(), rows.last().map(CandidateRow::cursor)))
         }
-        Err(e) if e.outage().is_some() => return Err(e.into()),
-        Err(e) => {
+        Err(ChunkError::Store(e)) => Err(e.into()),
+        Err(ChunkError::Refused(e, rows)) => {
             tracing::warn!(error = %e, batches = rows.len(), "a chunk's writes failed; isolating the failing batches");
-            crate::store::rollback(tx).await?;
             let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-            isolate(db, client, &ids, query.lookahead_hours, out, nearing_now).await?;
+            isolate(conn, &ids, query.lookahead_hours, out, nearing_now).await?;
+            Ok((rows.len(), rows.last().map(CandidateRow::cursor)))
         }
     }
-    Ok(taken)
 }
 
 /// Applies the batches `ids` (a chunk whose writes failed) in one transaction,
@@ -431,46 +480,42 @@ async fn act_chunk(
 /// `filling`; every other batch is decided as usual. The rows stay locked
 /// from the re-take to the commit, so the decisions cannot go stale.
 async fn isolate(
-    db: &crate::store::Db,
-    client: &mut deadpool_postgres::Object,
+    conn: &Conn,
     ids: &[Uuid],
     lookahead_hours: i32,
     out: &mut Results,
     nearing_now: &mut HashSet<Uuid>,
 ) -> Result<(), ApiError> {
-    let tx = db.begin(client).await?;
-    let sql = db.sql(&tx);
-    let rows = batches::lock_candidates_by_id(&sql, ids, lookahead_hours).await?;
-    let mut groups: Vec<&[CandidateRow]> = vec![&rows[..]];
-    let mut done: Vec<(Plan, Applied)> = Vec::new();
-    let mut failed: Vec<(CandidateRow, String)> = Vec::new();
-    while let Some(group) = groups.pop() {
-        let plan = Plan::of(group);
-        crate::store::run_in(&tx, "SAVEPOINT bp_isolate").await?;
-        match plan.apply(&sql).await {
-            Ok(applied) => {
-                crate::store::run_in(&tx, "RELEASE SAVEPOINT bp_isolate").await?;
-                done.push((plan, applied));
-            }
-            Err(e) if e.outage().is_some() => return Err(e.into()),
-            Err(e) => {
-                crate::store::run_in(
-                    &tx,
-                    "ROLLBACK TO SAVEPOINT bp_isolate; RELEASE SAVEPOINT bp_isolate",
-                )
-                .await?;
-                match group {
-                    [one] => failed.push((*one, e.data_reason())),
-                    _ => {
-                        let (a, b) = group.split_at(group.len() / 2);
-                        groups.push(b);
-                        groups.push(a);
-                    }
+    let (done, failed) = conn
+        .transaction(|tx| async move {
+            let rows = batches::lock_candidates_by_id(&tx, ids, lookahead_hours).await?;
+            let mut groups: Vec<&[CandidateRow]> = vec![&rows[..]];
+            let mut done: Vec<(Plan, Applied)> = Vec::new();
+            let mut failed: Vec<(CandidateRow, String)> = Vec::new();
+            while let Some(group) = groups.pop() {
+                let plan = Plan::of(group);
+                let applied = tx
+                    .savepoint(|sp| async move {
+                        let applied = plan.apply(&sp).await?;
+                        Ok::<_, StoreError>((plan, applied))
+                    })
+                    .await;
+                match applied {
+                    Ok(applied) => done.push(applied),
+                    Err(e) if e.outage().is_some() => return Err(e),
+                    Err(e) => match group {
+                        [one] => failed.push((*one, e.data_reason())),
+                        _ => {
+                            let (a, b) = group.split_at(group.len() / 2);
+                            groups.push(b);
+                            groups.push(a);
+                        }
+                    },
                 }
             }
-        }
-    }
-    crate::store::commit(tx).await?;
+            Ok::<_, StoreError>((done, failed))
+        })
+        .await?;
     for (plan, applied) in done {
         plan.log_applied(plan.reports.len());
         nearing_now.extend(plan.nearing.iter().map(|m| m.batch_id));
@@ -485,7 +530,7 @@ async fn isolate(
 
 /// A dry run of one chunk: the same decisions, no locks, no writes.
 async fn preview_chunk(
-    client: &crate::store::Sql<'_, '_>,
+    client: &Sql<'_>,
     query: &ScanQuery,
     out: &mut Results,
 ) -> Result<(usize, Option<Cursor>), ApiError> {

@@ -25,14 +25,22 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::input::Data;
-use super::JobContext;
+use super::{Access, BoxFuture, Job, JobContext, Report, Run};
 use crate::auth::Principal;
 use crate::domain::pricing::{quote, PriceInput, Quote};
-use crate::domain::Fill;
+use crate::domain::{Counts, Fill};
 use crate::error::ApiError;
+use crate::outbox::{Ask, Scope};
 use crate::store::orders::{self, NewOrder};
 use crate::store::{OwnedTx, Sql};
 use tokio_postgres::error::SqlState;
+
+pub const JOB: Job = Job {
+    name: "process-order",
+    access: Access::Buyers,
+    plain_fields: &["productCategory", "productVariantBase", "quantity"],
+    parse: |data, principal| Ok(Box::new(ProcessOrderRequest::parse(data, principal)?)),
+};
 
 pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_QUANTITY: i64 = 1_000_000;
@@ -201,6 +209,33 @@ impl Savings {
     }
 }
 
+impl Run for ProcessOrderRequest {
+    /// Counts the order placed (none on a replay) and asks for its own
+    /// `order.placed` only, within the order's budget, so a backlog never
+    /// slows a buyer down.
+    fn run<'a>(
+        self: Box<Self>,
+        ctx: &'a JobContext<'a>,
+    ) -> BoxFuture<'a, Result<Report, ApiError>> {
+        Box::pin(async move {
+            let (body, event) = run(*self, ctx).await?;
+            let report = Report::answer(body)?;
+            Ok(match event {
+                Some(id) => report
+                    .counted(Counts {
+                        orders_placed: 1,
+                        ..Counts::default()
+                    })
+                    .delivering(Ask {
+                        scope: Scope::Only(vec![id]),
+                        budget: ctx.settings.order_publish_budget,
+                    }),
+                None => report,
+            })
+        })
+    }
+}
+
 /// The batch the order goes into, with what pricing needs of it.
 struct Placement {
     batch_id: Uuid,
@@ -219,8 +254,7 @@ pub async fn run(
     req: ProcessOrderRequest,
     ctx: &JobContext<'_>,
 ) -> Result<(Value, Option<i64>), ApiError> {
-    let client = ctx.db.get().await?;
-    let tx = ctx.db.begin_owned(client).await?;
+    let tx = ctx.db.get().await?.begin_owned().await?;
     // Everything up to the last write; any failure or a replay writes nothing.
     let (order, response) = match prepare(&tx, &req, ctx).await {
         Ok(Prepared::Order(order, response)) => (order, response),
@@ -360,7 +394,7 @@ async fn prepare(
 
 /// Finds and locks the batch for the order, or opens one (behaviour §6 steps 2–3).
 async fn place(
-    sql: &Sql<'_, '_>,
+    sql: &Sql<'_>,
     req: &ProcessOrderRequest,
     ctx: &JobContext<'_>,
 ) -> Result<Placement, ApiError> {

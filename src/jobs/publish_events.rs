@@ -5,12 +5,16 @@
 use serde::Serialize;
 
 use super::input::Data;
-use super::outbox::{self, Bounds, Scope};
-use super::JobContext;
-use crate::domain::Delivery;
+use super::{Access, BoxFuture, Job, JobContext, Report, Run};
 use crate::error::ApiError;
-use crate::store::events;
-use crate::telemetry::phases::{timed, Phase};
+use crate::outbox::{Bounds, Scope};
+
+pub const JOB: Job = Job {
+    name: "publish-events",
+    access: Access::Admins,
+    plain_fields: &["limit"],
+    parse: |data, _| Ok(Box::new(PublishEventsRequest::parse(data)?)),
+};
 
 pub const DEFAULT_LIMIT: i64 = 1000;
 pub const MAX_LIMIT: i64 = 100_000;
@@ -41,41 +45,30 @@ pub struct PublishEventsResponse {
     pub delivery_enabled: bool,
 }
 
-pub async fn run(
-    req: PublishEventsRequest,
-    ctx: &JobContext<'_>,
-) -> Result<(PublishEventsResponse, Delivery), ApiError> {
-    let delivery = match ctx.events {
-        Some(sink) => {
+impl Run for PublishEventsRequest {
+    /// Delivery is this job's work: it reports what delivering did itself.
+    fn run<'a>(
+        self: Box<Self>,
+        ctx: &'a JobContext<'a>,
+    ) -> BoxFuture<'a, Result<Report, ApiError>> {
+        Box::pin(async move {
             let bounds = Bounds {
-                limit: req.limit.max(0) as u64,
+                limit: self.limit.max(0) as u64,
                 budget: ctx.settings.publish_job_budget,
                 deadline: ctx.deadline,
             };
-            timed(
-                Phase::Publish,
-                outbox::deliver(ctx.db, sink, Scope::All, bounds),
-            )
-            .await?
-        }
-        None => {
-            let client = ctx.db.get().await?;
-            let (pending, oldest) = events::pending(&ctx.db.sql_client(&client)).await?;
-            Delivery {
-                pending,
-                oldest_pending_secs: oldest,
-                ..Delivery::default()
-            }
-        }
-    };
-    Ok((
-        PublishEventsResponse {
-            success: true,
-            published: delivery.published,
-            failed: delivery.failed,
-            pending: delivery.pending,
-            delivery_enabled: ctx.events.is_some(),
-        },
-        delivery,
-    ))
+            let delivery = match ctx.outbox.deliver(&Scope::All, bounds).await? {
+                Some(delivery) => delivery,
+                None => ctx.outbox.pending().await?,
+            };
+            let answer = PublishEventsResponse {
+                success: true,
+                published: delivery.published,
+                failed: delivery.failed,
+                pending: delivery.pending,
+                delivery_enabled: ctx.outbox.enabled(),
+            };
+            Ok(Report::answer(answer)?.delivered(delivery))
+        })
+    }
 }

@@ -13,33 +13,37 @@ use rust_decimal::Decimal;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
+use super::sql::named;
 use super::{Sql, StoreError};
+use crate::domain::status::{BatchStatus, REFUNDABLE_PAYMENT_STATUSES, REFUND_PENDING};
+use crate::domain::terms::DEFAULT_LEAD_TIME_DAYS;
 use crate::domain::tier::{Candidate, CONFIRM_AT, NEARING_AT};
 
 /// A batch is an orchestrate candidate while filling and within the look-ahead.
-const IS_CANDIDATE: &str =
-    "b.batch_status = 'filling' AND b.window_closes_at < now() + make_interval(hours => $3)";
+const IS_CANDIDATE: &str = "b.batch_status = 'filling' AND b.window_closes_at < now() + make_interval(hours => :lookahead_hours)";
 
-/// After the keyset cursor ($4, $5), or from the start. Two texts rather than
-/// `$4 IS NULL OR …`: statements are prepared, and a generic plan cannot
-/// fold that OR away — it would scan every candidate for every chunk.
+/// After the keyset cursor (`:after_at`, `:after_id`), or from the start. Two
+/// texts rather than `:after_at IS NULL OR …`: statements are prepared, and a
+/// generic plan cannot fold that OR away — it would scan every candidate for
+/// every chunk.
 fn after_cursor(c: Option<Cursor>) -> &'static str {
     match c {
-        Some(_) => "(b.window_closes_at, b.id) > ($4::timestamptz, $5::uuid)",
-        None => "($4::timestamptz IS NULL AND $5::uuid IS NULL)",
+        Some(_) => "(b.window_closes_at, b.id) > (:after_at::timestamptz, :after_id::uuid)",
+        None => "(:after_at::timestamptz IS NULL AND :after_id::uuid IS NULL)",
     }
 }
 
 /// Narrows candidates to those whose decision may write, so a small `limit` is
 /// spent on work rather than on batches that are only reported. The thresholds
-/// come from the domain as parameters ($1 confirm, $2 nearing); the decision
-/// itself is still made in Rust on every fetched row. It must stay the exact
-/// complement of `Action::writes()`; `tests/api/tier_filter.rs` proves it over
-/// generated facts, every 50/60/75 % boundary and target <= 0 included.
+/// come from the domain as parameters (`:confirm_at`, `:nearing_at`); the
+/// decision itself is still made in Rust on every fetched row. It must stay
+/// the exact complement of `Action::writes()`; `tests/api/tier_filter.rs`
+/// proves it over generated facts, every 50/60/75 % boundary and target <= 0
+/// included.
 const MAY_WRITE: &str = "(b.target_quantity > 0 AND (
         b.window_closes_at <= now()
-     OR COALESCE(b.current_quantity, 0)::int8 * 100 >= b.target_quantity::int8 * $1
-     OR (COALESCE(b.current_quantity, 0)::int8 * 100 >= b.target_quantity::int8 * $2
+     OR COALESCE(b.current_quantity, 0)::int8 * 100 >= b.target_quantity::int8 * :confirm_at
+     OR (COALESCE(b.current_quantity, 0)::int8 * 100 >= b.target_quantity::int8 * :nearing_at
          AND b.nearing_target_notified_at IS NULL)))";
 
 /// What a decision needs of a candidate row, read by [`candidate_row`].
@@ -92,10 +96,7 @@ pub struct ScanQuery {
 }
 
 /// One page of candidates in keyset order.
-pub async fn candidates(
-    client: &Sql<'_, '_>,
-    q: &ScanQuery,
-) -> Result<Vec<CandidateRow>, StoreError> {
+pub async fn candidates(client: &Sql<'_>, q: &ScanQuery) -> Result<Vec<CandidateRow>, StoreError> {
     let filter = match q.scan {
         Scan::MayWrite => MAY_WRITE.to_owned(),
         Scan::ReportOnly => format!("NOT {MAY_WRITE}"),
@@ -111,23 +112,22 @@ pub async fn candidates(
            FROM production_batches b
           WHERE {IS_CANDIDATE} AND {after} AND {filter}
           ORDER BY b.window_closes_at, b.id
-          LIMIT $6
+          LIMIT :limit
           {lock}"
     );
     let (after_at, after_id) = split(q.after);
-    let rows = client
-        .query(
-            &sql,
-            &[
-                (&CONFIRM_AT, Type::INT8),
-                (&NEARING_AT, Type::INT8),
-                (&q.lookahead_hours, Type::INT4),
-                (&after_at, Type::TIMESTAMPTZ),
-                (&after_id, Type::UUID),
-                (&q.limit, Type::INT8),
-            ],
-        )
-        .await?;
+    let (sql, params) = named(
+        &sql,
+        &[
+            ("confirm_at", &CONFIRM_AT, Type::INT8),
+            ("nearing_at", &NEARING_AT, Type::INT8),
+            ("lookahead_hours", &q.lookahead_hours, Type::INT4),
+            ("after_at", &after_at, Type::TIMESTAMPTZ),
+            ("after_id", &after_id, Type::UUID),
+            ("limit", &q.limit, Type::INT8),
+        ],
+    )?;
+    let rows = client.query(&sql, &params).await?;
     Ok(rows.iter().map(candidate_row).collect())
 }
 
@@ -135,29 +135,28 @@ pub async fn candidates(
 /// (`SKIP LOCKED`), in keyset order: a chunk taken again after its writes
 /// failed, to find the batch that failed them.
 pub async fn lock_candidates_by_id(
-    client: &Sql<'_, '_>,
+    client: &Sql<'_>,
     ids: &[Uuid],
     lookahead_hours: i32,
 ) -> Result<Vec<CandidateRow>, StoreError> {
     let sql = format!(
         "SELECT {CANDIDATE_COLUMNS}
            FROM production_batches b
-          WHERE b.id = ANY($4::uuid[]) AND {IS_CANDIDATE} AND {MAY_WRITE}
+          WHERE b.id = ANY(:ids::uuid[]) AND {IS_CANDIDATE} AND {MAY_WRITE}
           ORDER BY b.window_closes_at, b.id
           FOR UPDATE OF b SKIP LOCKED"
     );
     let ids = ids.to_vec();
-    let rows = client
-        .query(
-            &sql,
-            &[
-                (&CONFIRM_AT, Type::INT8),
-                (&NEARING_AT, Type::INT8),
-                (&lookahead_hours, Type::INT4),
-                (&ids, Type::UUID_ARRAY),
-            ],
-        )
-        .await?;
+    let (sql, params) = named(
+        &sql,
+        &[
+            ("confirm_at", &CONFIRM_AT, Type::INT8),
+            ("nearing_at", &NEARING_AT, Type::INT8),
+            ("lookahead_hours", &lookahead_hours, Type::INT4),
+            ("ids", &ids, Type::UUID_ARRAY),
+        ],
+    )?;
+    let rows = client.query(&sql, &params).await?;
     Ok(rows.iter().map(candidate_row).collect())
 }
 
@@ -176,7 +175,7 @@ fn candidate_row(r: &tokio_postgres::Row) -> CandidateRow {
 
 /// Whether any candidate that may need a write lies after `after` (for `hasMore`).
 pub async fn more_may_write(
-    client: &Sql<'_, '_>,
+    client: &Sql<'_>,
     lookahead_hours: i32,
     after: Option<Cursor>,
 ) -> Result<bool, StoreError> {
@@ -186,18 +185,17 @@ pub async fn more_may_write(
         after = after_cursor(after)
     );
     let (after_at, after_id) = split(after);
-    let row = client
-        .query_one(
-            &sql,
-            &[
-                (&CONFIRM_AT, Type::INT8),
-                (&NEARING_AT, Type::INT8),
-                (&lookahead_hours, Type::INT4),
-                (&after_at, Type::TIMESTAMPTZ),
-                (&after_id, Type::UUID),
-            ],
-        )
-        .await?;
+    let (sql, params) = named(
+        &sql,
+        &[
+            ("confirm_at", &CONFIRM_AT, Type::INT8),
+            ("nearing_at", &NEARING_AT, Type::INT8),
+            ("lookahead_hours", &lookahead_hours, Type::INT4),
+            ("after_at", &after_at, Type::TIMESTAMPTZ),
+            ("after_id", &after_id, Type::UUID),
+        ],
+    )?;
+    let row = client.query_one(&sql, &params).await?;
     Ok(row.get(0))
 }
 
@@ -234,19 +232,16 @@ fn columns(moves: &[Move]) -> Columns {
 /// the original function, linked by migration 0008) keeps that one: no second
 /// order is made, and the event says `reusedSupplierOrder`. New orders carry
 /// `target_date` = today + the supplier's `lead_time_days` (its MOU terms;
-/// 14 when it has none), which the live app's capacity trigger books.
-pub async fn confirm(
-    client: &Sql<'_, '_>,
-    moves: &[Move],
-) -> Result<HashMap<Uuid, Uuid>, StoreError> {
+/// [`DEFAULT_LEAD_TIME_DAYS`] when it has none), which the live app's
+/// capacity trigger books.
+pub async fn confirm(client: &Sql<'_>, moves: &[Move]) -> Result<HashMap<Uuid, Uuid>, StoreError> {
     if moves.is_empty() {
         return Ok(HashMap::new());
     }
     let c = columns(moves);
-    let rows = client
-        .query(
+    let (sql, params) = named(
             "WITH input AS (
-                 SELECT * FROM unnest($1::uuid[], $2::numeric[], $3::text[]) AS i(batch_id, fill, note)
+                 SELECT * FROM unnest(:ids::uuid[], :fills::numeric[], :notes::text[]) AS i(batch_id, fill, note)
              ), moved AS (
                  UPDATE production_batches b
                     SET batch_status = 'confirmed', actual_start_date = current_date, updated_at = now()
@@ -274,7 +269,7 @@ pub async fn confirm(
                                     FROM batch_contributions c WHERE c.batch_id = m.id), 0),
                         m.unit_price_base * m.target_quantity, 'pending',
                         current_date + COALESCE((SELECT mt.lead_time_days FROM supplier_mou_terms mt
-                                                  WHERE mt.supplier_id = m.supplier_id), 14)
+                                                  WHERE mt.supplier_id = m.supplier_id), :default_lead_time_days)
                    FROM moved m JOIN linked l ON l.batch_id = m.id AND l.id IS NULL
               RETURNING id, batch_id, quantity, buyer_price, supplier_price, false AS reused
              ), so AS (
@@ -290,17 +285,18 @@ pub async fn confirm(
              )
              SELECT batch_id, id FROM so",
             &[
-                (&c.ids, Type::UUID_ARRAY),
-                (&c.fills, Type::NUMERIC_ARRAY),
-                (&c.notes, Type::TEXT_ARRAY),
+                ("ids", &c.ids, Type::UUID_ARRAY),
+                ("fills", &c.fills, Type::NUMERIC_ARRAY),
+                ("notes", &c.notes, Type::TEXT_ARRAY),
+                ("default_lead_time_days", &DEFAULT_LEAD_TIME_DAYS, Type::INT4),
             ],
-        )
-        .await?;
+        )?;
+    let rows = client.query(&sql, &params).await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Holds batches for an admin: status `needs_review`, `batch.needs_review`.
-pub async fn hold_for_review(client: &Sql<'_, '_>, moves: &[Move]) -> Result<(), StoreError> {
+pub async fn hold_for_review(client: &Sql<'_>, moves: &[Move]) -> Result<(), StoreError> {
     if moves.is_empty() {
         return Ok(());
     }
@@ -335,7 +331,7 @@ pub async fn hold_for_review(client: &Sql<'_, '_>, moves: &[Move]) -> Result<(),
 /// and recorded as `changed_by` when `reviewer_in_history` (a live schema's
 /// `changed_by` references `auth.users`, where a valid admin may be missing).
 pub async fn cancel(
-    client: &Sql<'_, '_>,
+    client: &Sql<'_>,
     moves: &[Move],
     reviewer: Option<Uuid>,
     reviewer_in_history: bool,
@@ -347,7 +343,7 @@ pub async fn cancel(
     let c = columns(moves);
     let sql = format!(
         "WITH input AS (
-             SELECT * FROM unnest($1::uuid[], $2::numeric[], $3::text[]) AS i(batch_id, fill, note)
+             SELECT * FROM unnest(:ids::uuid[], :fills::numeric[], :notes::text[]) AS i(batch_id, fill, note)
          ), moved AS (
              UPDATE production_batches b
                 SET batch_status = 'cancelled', updated_at = now()
@@ -358,7 +354,7 @@ pub async fn cancel(
              -- Driven by the input ids through the (batch_id, order_id) index;
              -- `moved` keeps only the batches the status guard let through.
              SELECT c.order_id, c.batch_id FROM batch_contributions c
-              WHERE c.batch_id = ANY($1::uuid[]) AND c.batch_id IN (SELECT id FROM moved)
+              WHERE c.batch_id = ANY(:ids::uuid[]) AND c.batch_id IN (SELECT id FROM moved)
          ), locked AS (
              -- FOR UPDATE returns the newest version of each order, so the history
              -- and refund events below see the payment status as it is now.
@@ -380,17 +376,17 @@ pub async fn cancel(
              UPDATE orders o
                 SET status = 'cancelled',
                     workflow_status = 'cancelled',
-                    payment_status = CASE WHEN t.payment_status IN ('paid', 'partial')
-                                          THEN 'refund_pending' ELSE t.payment_status END,
+                    payment_status = CASE WHEN t.payment_status = ANY(:refundable::text[])
+                                          THEN :refund_pending::text ELSE t.payment_status END,
                     updated_at = now()
                FROM targets t
               WHERE o.id = t.id
           RETURNING o.id
          ), history AS (
              INSERT INTO order_status_history (order_id, old_status, new_status, changed_by, notes)
-             SELECT t.id, t.workflow_status, 'cancelled', $4::uuid,
+             SELECT t.id, t.workflow_status, 'cancelled', :changed_by::uuid,
                     'Batch ' || t.batch_id || ' cancelled at ' || t.fill || '% filled'
-                    || COALESCE(' by admin ' || $5::uuid, '') || COALESCE(': ' || t.note, '')
+                    || COALESCE(' by admin ' || :reviewer::uuid, '') || COALESCE(': ' || t.note, '')
                FROM targets t
          ), counts AS (
              SELECT m.id, count(t.id) AS cancelled
@@ -402,7 +398,7 @@ pub async fn cancel(
              INSERT INTO batch_events (batch_id, order_id, event_type, payload)
              SELECT m.id, NULL::uuid, 'batch.cancelled', jsonb_strip_nulls(jsonb_build_object(
                         'fillPercentage', m.fill, 'ordersCancelled', n.cancelled, 'note', m.note,
-                        'reviewedBy', $5::uuid))
+                        'reviewedBy', :reviewer::uuid))
                FROM moved m JOIN counts n ON n.id = m.id
              UNION ALL
              SELECT t.batch_id, t.id, 'order.cancelled', jsonb_strip_nulls(jsonb_build_object(
@@ -412,29 +408,31 @@ pub async fn cancel(
              SELECT t.batch_id, t.id, 'order.refund_requested', jsonb_build_object(
                         'amount', t.buyer_price, 'previousPaymentStatus', t.payment_status)
                FROM targets t
-              WHERE t.payment_status IN ('paid', 'partial')
+              WHERE t.payment_status = ANY(:refundable::text[])
          )
          SELECT id, cancelled FROM counts"
     );
-    let rows = client
-        .query(
-            &sql,
-            &[
-                (&c.ids, Type::UUID_ARRAY),
-                (&c.fills, Type::NUMERIC_ARRAY),
-                (&c.notes, Type::TEXT_ARRAY),
-                (&changed_by, Type::UUID),
-                (&reviewer, Type::UUID),
-            ],
-        )
-        .await?;
+    let refundable: &[&str] = &REFUNDABLE_PAYMENT_STATUSES;
+    let (sql, params) = named(
+        &sql,
+        &[
+            ("ids", &c.ids, Type::UUID_ARRAY),
+            ("fills", &c.fills, Type::NUMERIC_ARRAY),
+            ("notes", &c.notes, Type::TEXT_ARRAY),
+            ("changed_by", &changed_by, Type::UUID),
+            ("reviewer", &reviewer, Type::UUID),
+            ("refundable", &refundable, Type::TEXT_ARRAY),
+            ("refund_pending", &REFUND_PENDING, Type::TEXT),
+        ],
+    )?;
+    let rows = client.query(&sql, &params).await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Writes `batch.nearing_target` for batches that have none yet and marks them
 /// notified. The partial unique index makes "at most once per batch" hold even
 /// across racing runs.
-pub async fn notify_nearing(client: &Sql<'_, '_>, moves: &[Move]) -> Result<(), StoreError> {
+pub async fn notify_nearing(client: &Sql<'_>, moves: &[Move]) -> Result<(), StoreError> {
     if moves.is_empty() {
         return Ok(());
     }
@@ -459,7 +457,7 @@ pub async fn notify_nearing(client: &Sql<'_, '_>, moves: &[Move]) -> Result<(), 
 
 /// For a dry run: how many live orders each batch's cancellation would cancel.
 pub async fn live_order_counts(
-    client: &Sql<'_, '_>,
+    client: &Sql<'_>,
     batch_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, i64>, StoreError> {
     if batch_ids.is_empty() {
@@ -468,37 +466,36 @@ pub async fn live_order_counts(
     let sql = format!(
         "SELECT c.batch_id, count(DISTINCT o.id)
            FROM batch_contributions c JOIN orders o ON o.id = c.order_id
-          WHERE c.batch_id = ANY($1) AND {ORDER_IS_LIVE}
+          WHERE c.batch_id = ANY(:batch_ids) AND {ORDER_IS_LIVE}
           GROUP BY c.batch_id"
     );
-    let rows = client
-        .query(&sql, &[(&batch_ids, Type::UUID_ARRAY)])
-        .await?;
+    let (sql, params) = named(&sql, &[("batch_ids", &batch_ids, Type::UUID_ARRAY)])?;
+    let rows = client.query(&sql, &params).await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// A batch as review-batch sees it, locked until the transaction ends.
 #[derive(Debug, Clone)]
 pub struct LockedBatch {
-    pub status: String,
+    pub status: BatchStatus,
     pub current_quantity: i64,
     pub target_quantity: i64,
 }
 
 pub async fn lock_batch(
-    client: &Sql<'_, '_>,
+    client: &Sql<'_>,
     batch_id: Uuid,
 ) -> Result<Option<LockedBatch>, StoreError> {
     let row = client
         .query_opt(
-            "SELECT COALESCE(batch_status, 'filling'), COALESCE(current_quantity, 0)::int8,
+            "SELECT batch_status, COALESCE(current_quantity, 0)::int8,
                     target_quantity::int8
                FROM production_batches WHERE id = $1 FOR UPDATE",
             &[(&batch_id, Type::UUID)],
         )
         .await?;
     Ok(row.map(|r| LockedBatch {
-        status: r.get(0),
+        status: BatchStatus::from_db(r.get(0)),
         current_quantity: r.get(1),
         target_quantity: r.get(2),
     }))

@@ -6,6 +6,7 @@ use serde_json::Value;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
+use super::sql::named;
 use super::{Sql, StoreError};
 
 /// One outbox row.
@@ -23,28 +24,30 @@ pub struct OutboxRow {
 /// those of `only` (the events a job just wrote). `SKIP LOCKED`: rows another
 /// publisher holds are left to it, so no row is ever sent by two at once.
 pub async fn claim_pending(
-    sql: &Sql<'_, '_>,
+    sql: &Sql<'_>,
     limit: i64,
     only: Option<&[i64]>,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let filter = match only {
-        Some(_) => "AND e.id = ANY($2::int8[])",
-        None => "AND $2::int8[] IS NULL",
+        Some(_) => "AND e.id = ANY(:only::int8[])",
+        None => "AND :only::int8[] IS NULL",
     };
     let ids: Option<Vec<i64>> = only.map(<[i64]>::to_vec);
-    let rows = sql
-        .query(
-            &format!(
-                "SELECT e.id, e.event_type, e.batch_id, e.order_id, e.created_at, e.payload
-                   FROM batch_events e
-                  WHERE e.published_at IS NULL AND e.publish_error IS NULL {filter}
-                  ORDER BY e.id
-                  LIMIT $1
-                  FOR UPDATE SKIP LOCKED"
-            ),
-            &[(&limit, Type::INT8), (&ids, Type::INT8_ARRAY)],
-        )
-        .await?;
+    let (text, params) = named(
+        &format!(
+            "SELECT e.id, e.event_type, e.batch_id, e.order_id, e.created_at, e.payload
+               FROM batch_events e
+              WHERE e.published_at IS NULL AND e.publish_error IS NULL {filter}
+              ORDER BY e.id
+              LIMIT :limit
+              FOR UPDATE SKIP LOCKED"
+        ),
+        &[
+            ("limit", &limit, Type::INT8),
+            ("only", &ids, Type::INT8_ARRAY),
+        ],
+    )?;
+    let rows = sql.query(&text, &params).await?;
     Ok(rows
         .iter()
         .map(|r| OutboxRow {
@@ -59,7 +62,7 @@ pub async fn claim_pending(
 }
 
 /// Marks rows EventBridge accepted.
-pub async fn mark_published(sql: &Sql<'_, '_>, ids: &[i64]) -> Result<(), StoreError> {
+pub async fn mark_published(sql: &Sql<'_>, ids: &[i64]) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -74,11 +77,7 @@ pub async fn mark_published(sql: &Sql<'_, '_>, ids: &[i64]) -> Result<(), StoreE
 /// Sets a row aside that can never be delivered (larger than an EventBridge
 /// entry may be): it stays unpublished, with the reason, and is not claimed
 /// again — a loop that resent it forever would help no one.
-pub async fn mark_undeliverable(
-    sql: &Sql<'_, '_>,
-    id: i64,
-    reason: &str,
-) -> Result<(), StoreError> {
+pub async fn mark_undeliverable(sql: &Sql<'_>, id: i64, reason: &str) -> Result<(), StoreError> {
     sql.execute(
         "UPDATE batch_events SET publish_error = $2 WHERE id = $1",
         &[(&id, Type::INT8), (&reason, Type::TEXT)],
@@ -87,7 +86,7 @@ pub async fn mark_undeliverable(
 }
 
 /// Rows not yet published, and the age in seconds of the oldest.
-pub async fn pending(sql: &Sql<'_, '_>) -> Result<(u64, u64), StoreError> {
+pub async fn pending(sql: &Sql<'_>) -> Result<(u64, u64), StoreError> {
     let row = sql
         .query_one(
             "SELECT count(*),

@@ -5,10 +5,17 @@
 //! lock: two processes migrating at once serialize on the lock, the second finds
 //! everything applied, and the lock works through a transaction-mode pooler
 //! because it dies with the transaction. A failure rolls the whole run back.
+//!
+//! Each applied migration is recorded in `batch_processor_migrations` with the
+//! sha256 of its text. An applied migration is never edited: when the text a
+//! binary carries no longer matches the digest recorded for it, `migrate`
+//! refuses, naming the migration, and changes nothing (the database would
+//! otherwise hold a schema no file describes). Rows recorded before digests
+//! existed get theirs on the next run, from the text of that binary.
 
 use tokio_postgres::types::Type;
 
-use super::StoreError;
+use super::{Conn, StoreError};
 
 pub struct Migration {
     pub version: i64,
@@ -57,53 +64,105 @@ pub struct Timeouts {
     pub lock: std::time::Duration,
 }
 
-pub async fn run(
-    client: &mut deadpool_postgres::Client,
-    timeouts: Timeouts,
-) -> Result<MigrationReport, StoreError> {
-    let tx = client.transaction().await?;
-    // Transaction-scoped, so it also holds behind a transaction-mode pooler,
-    // and set before the advisory lock so that waiting for it obeys it.
-    tx.batch_execute(&format!(
-        "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
-        timeouts.statement.as_millis(),
-        timeouts.lock.as_millis()
-    ))
-    .await?;
-    tx.execute_typed(
-        "SELECT pg_advisory_xact_lock($1)",
-        &[(&LOCK_KEY, Type::INT8)],
-    )
-    .await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS batch_processor_migrations (
-             version    bigint PRIMARY KEY,
-             name       text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         )",
-    )
-    .await?;
-    let done: Vec<i64> = tx
-        .query_typed("SELECT version FROM batch_processor_migrations", &[])
-        .await?
+/// Why `migrate` refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(
+        "Migration {name} was changed after it was applied (sha256 recorded {recorded}…, now {current}…); \
+         an applied migration is never edited: restore it and add a new migration instead"
+    )]
+    Changed {
+        name: &'static str,
+        recorded: String,
+        current: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The sha256 of a migration's text, in lower-case hex.
+pub fn digest(sql: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, sql.as_bytes())
+        .as_ref()
         .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut applied = Vec::new();
-    for m in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
-        tx.batch_execute(m.sql).await?;
-        tx.execute_typed(
-            "INSERT INTO batch_processor_migrations (version, name) VALUES ($1, $2)",
-            &[(&m.version, Type::INT8), (&m.name, Type::TEXT)],
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub async fn run(conn: &Conn, timeouts: Timeouts) -> Result<MigrationReport, MigrateError> {
+    conn.transaction(|tx| async move {
+        // Unnamed statements: nothing prepared here outlives the schema it was prepared on.
+        let sql = tx.unprepared();
+        // Transaction-scoped, so it also holds behind a transaction-mode pooler,
+        // and set before the advisory lock so that waiting for it obeys it.
+        sql.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
+            timeouts.statement.as_millis(),
+            timeouts.lock.as_millis()
+        ))
+        .await?;
+        sql.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[(&LOCK_KEY, Type::INT8)],
         )
         .await?;
-        applied.push(m.name.to_owned());
-    }
-    tx.commit().await?;
-    Ok(MigrationReport {
-        already_applied: MIGRATIONS.len() - applied.len(),
-        applied,
+        // `digest` is NULL on rows recorded before digests were.
+        sql.batch_execute(
+            "CREATE TABLE IF NOT EXISTS batch_processor_migrations (
+                 version    bigint PRIMARY KEY,
+                 name       text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now(),
+                 digest     text
+             );
+             ALTER TABLE batch_processor_migrations ADD COLUMN IF NOT EXISTS digest text",
+        )
+        .await?;
+        let done: Vec<(i64, Option<String>)> = sql
+            .query("SELECT version, digest FROM batch_processor_migrations", &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut applied = Vec::new();
+        for m in MIGRATIONS {
+            let current = digest(m.sql);
+            match done.iter().find(|(v, _)| *v == m.version) {
+                Some((_, Some(recorded))) if *recorded == current => {}
+                Some((_, Some(recorded))) => {
+                    return Err(MigrateError::Changed {
+                        name: m.name,
+                        recorded: recorded.chars().take(12).collect(),
+                        current: current.chars().take(12).collect(),
+                    })
+                }
+                Some((_, None)) => {
+                    sql.execute(
+                        "UPDATE batch_processor_migrations SET digest = $2 WHERE version = $1",
+                        &[(&m.version, Type::INT8), (&current, Type::TEXT)],
+                    )
+                    .await?;
+                }
+                None => {
+                    sql.batch_execute(m.sql).await?;
+                    sql.execute(
+                        "INSERT INTO batch_processor_migrations (version, name, digest) VALUES ($1, $2, $3)",
+                        &[
+                            (&m.version, Type::INT8),
+                            (&m.name, Type::TEXT),
+                            (&current, Type::TEXT),
+                        ],
+                    )
+                    .await?;
+                    applied.push(m.name.to_owned());
+                }
+            }
+        }
+        Ok(MigrationReport {
+            already_applied: MIGRATIONS.len() - applied.len(),
+            applied,
+        })
     })
+    .await
 }
 
 #[cfg(test)]
@@ -127,5 +186,15 @@ mod tests {
             assert_eq!(m.version, i as i64 + 1, "{}", m.name);
             assert!(m.name.starts_with(&format!("{:04}_", m.version)));
         }
+    }
+
+    #[test]
+    fn digests_are_the_sha256_of_the_text() {
+        // FIPS 180-2 test vector.
+        assert_eq!(
+            digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(digest(MIGRATIONS[0].sql), digest(MIGRATIONS[1].sql));
     }
 }

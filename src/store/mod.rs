@@ -1,10 +1,15 @@
 //! Everything that speaks SQL. Jobs call these functions with validated values
-//! and decided actions; nothing here decides business rules.
+//! and decided actions; nothing here decides business rules: the rule values a
+//! statement needs (thresholds, refundable payment statuses, default terms)
+//! come from [`crate::domain`] as bind parameters.
 //!
-//! Every statement goes through [`Sql`]: prepared once per connection when
-//! talking to Postgres directly, unnamed (`query_typed`, parameters typed by
-//! us) behind a transaction-mode pooler (Supavisor, PgBouncer), where named
-//! prepared statements break.
+//! Jobs get a [`Conn`] from the [`Db`] and run their units of work through
+//! [`Conn::transaction`] and [`Tx::savepoint`] (see [`tx`]). Every statement
+//! goes through [`Sql`]: prepared once per connection when talking to Postgres
+//! directly, unnamed (`query_typed`, parameters typed by us) behind a
+//! transaction-mode pooler (Supavisor, PgBouncer), where named prepared
+//! statements break. A statement composed from fragments binds its parameters
+//! by name ([`sql::named`]).
 
 pub mod batches;
 pub mod events;
@@ -17,7 +22,7 @@ pub mod tx;
 
 pub use pool::Db;
 pub use sql::Sql;
-pub use tx::OwnedTx;
+pub use tx::{Conn, OwnedTx, Tx};
 
 use tokio_postgres::error::SqlState;
 
@@ -43,27 +48,6 @@ fn describe(e: &tokio_postgres::Error) -> String {
             None => e.to_string(),
         },
     }
-}
-
-/// Commits `tx`; its time is the invocation's `dbMs`.
-pub async fn commit(tx: deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
-    crate::telemetry::phases::timed(crate::telemetry::phases::Phase::Db, tx.commit())
-        .await
-        .map_err(StoreError::from)
-}
-
-/// Rolls `tx` back; its time is `dbMs`.
-pub async fn rollback(tx: deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
-    crate::telemetry::phases::timed(crate::telemetry::phases::Phase::Db, tx.rollback())
-        .await
-        .map_err(StoreError::from)
-}
-
-/// Runs plain SQL in `tx` (a savepoint, a rollback to one); its time is `dbMs`.
-pub async fn run_in(tx: &deadpool_postgres::Transaction<'_>, sql: &str) -> Result<(), StoreError> {
-    crate::telemetry::phases::timed(crate::telemetry::phases::Phase::Db, tx.batch_execute(sql))
-        .await
-        .map_err(StoreError::from)
 }
 
 impl StoreError {

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::sql::named;
 use super::{OwnedTx, Sql, StoreError};
+use crate::domain::terms::{DEFAULT_LEAD_TIME_DAYS, DEFAULT_MAX_STYLES, DEFAULT_MOQ_PER_BATCH};
 
 /// Advisory-lock namespaces (the two-key form), so locks of different kinds never meet.
 const LOCK_IDEMPOTENCY_KEY: i32 = 0x6270_0001;
@@ -21,7 +22,7 @@ const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
 /// one buyer take turns until commit) and then, in the same round trip, looks
 /// the key up among that buyer's orders. Keys are scoped to the buyer.
 pub async fn lock_key_and_find(
-    client: &Sql<'_, '_>,
+    client: &Sql<'_>,
     buyer_id: Uuid,
     key: &str,
 ) -> Result<Option<Earlier>, StoreError> {
@@ -89,7 +90,7 @@ pub struct BatchFacts {
 /// waits for an orchestrate holding the row; when it commits, Postgres
 /// re-checks the row and moves on if it left `filling`.
 pub async fn lock_category_and_find_batch(
-    client: &Sql<'_, '_>,
+    client: &Sql<'_>,
     category: &str,
     quantity: i64,
     variant: &str,
@@ -98,35 +99,40 @@ pub async fn lock_category_and_find_batch(
     // through the (batch_id, md5(variant)) index, never as a hashed scan of
     // every contribution with that variant. The index holds a hash so that a
     // long legacy variant cannot overflow a btree entry.
+    let (search, search_params) = named(
+        "SELECT b.id, COALESCE(b.current_quantity, 0)::int8, b.target_quantity::int8,
+                COALESCE(b.current_style_count, 0)::int8, COALESCE(b.max_styles, :default_max_styles)::int8,
+                b.unit_price_base, t.complexity_premium_percent, v.has_variant
+           FROM production_batches b
+           LEFT JOIN supplier_mou_terms t ON t.supplier_id = b.supplier_id
+          CROSS JOIN LATERAL (
+                SELECT EXISTS (SELECT 1 FROM batch_contributions c
+                                WHERE c.batch_id = b.id
+                                  AND md5(c.style_details ->> 'variant') = md5(:variant)
+                                  AND c.style_details ->> 'variant' = :variant)
+                       AS has_variant) v
+          WHERE b.batch_status = 'filling'
+            AND b.product_category = :category
+            AND b.window_closes_at > now()
+            AND COALESCE(b.current_quantity, 0)::int8 + :quantity <= b.target_quantity
+            AND (COALESCE(b.current_style_count, 0) < COALESCE(b.max_styles, :default_max_styles) OR v.has_variant)
+          ORDER BY COALESCE(b.current_quantity, 0) DESC, b.window_closes_at, b.id
+          LIMIT 1
+          FOR UPDATE OF b",
+        &[
+            ("category", &category, Type::TEXT),
+            ("quantity", &quantity, Type::INT8),
+            ("variant", &variant, Type::TEXT),
+            ("default_max_styles", &DEFAULT_MAX_STYLES, Type::INT4),
+        ],
+    )?;
     let (_, rows) = client
         .pipeline(
-            (LOCK_SQL, &[(&LOCK_CATEGORY, Type::INT4), (&category, Type::TEXT)]),
             (
-                "SELECT b.id, COALESCE(b.current_quantity, 0)::int8, b.target_quantity::int8,
-                        COALESCE(b.current_style_count, 0)::int8, COALESCE(b.max_styles, 4)::int8,
-                        b.unit_price_base, t.complexity_premium_percent, v.has_variant
-                   FROM production_batches b
-                   LEFT JOIN supplier_mou_terms t ON t.supplier_id = b.supplier_id
-                  CROSS JOIN LATERAL (
-                        SELECT EXISTS (SELECT 1 FROM batch_contributions c
-                                        WHERE c.batch_id = b.id
-                                          AND md5(c.style_details ->> 'variant') = md5($3)
-                                          AND c.style_details ->> 'variant' = $3)
-                               AS has_variant) v
-                  WHERE b.batch_status = 'filling'
-                    AND b.product_category = $1
-                    AND b.window_closes_at > now()
-                    AND COALESCE(b.current_quantity, 0)::int8 + $2 <= b.target_quantity
-                    AND (COALESCE(b.current_style_count, 0) < COALESCE(b.max_styles, 4) OR v.has_variant)
-                  ORDER BY COALESCE(b.current_quantity, 0) DESC, b.window_closes_at, b.id
-                  LIMIT 1
-                  FOR UPDATE OF b",
-                &[
-                    (&category, Type::TEXT),
-                    (&quantity, Type::INT8),
-                    (&variant, Type::TEXT),
-                ],
+                LOCK_SQL,
+                &[(&LOCK_CATEGORY, Type::INT4), (&category, Type::TEXT)],
             ),
+            (search.as_str(), search_params.as_slice()),
         )
         .await?;
     Ok(rows.first().map(|r| BatchFacts {
@@ -153,23 +159,28 @@ pub struct SupplierTerms {
 }
 
 /// The cheapest active supplier that can take `quantity` in one batch
-/// (ties: lead time, then supplier id) — behaviour §6 step 3.
+/// (ties: lead time, then supplier id) — behaviour §6 step 3. A term the
+/// supplier left out takes its default ([`crate::domain::terms`]).
 pub async fn cheapest_supplier(
-    client: &Sql<'_, '_>,
+    client: &Sql<'_>,
     quantity: i64,
 ) -> Result<Option<SupplierTerms>, StoreError> {
-    let row = client
-        .query_opt(
-            "SELECT t.supplier_id, COALESCE(t.moq_per_batch, 200), COALESCE(t.max_styles_allowed, 4),
-                    t.base_price, t.complexity_premium_percent, COALESCE(t.lead_time_days, 14)
-               FROM supplier_mou_terms t
-              WHERE t.status = 'active' AND t.supplier_id IS NOT NULL
-                AND COALESCE(t.moq_per_batch, 200) >= $1
-              ORDER BY t.base_price, COALESCE(t.lead_time_days, 14), t.supplier_id
-              LIMIT 1",
-            &[(&quantity, Type::INT8)],
-        )
-        .await?;
+    let (sql, params) = named(
+        "SELECT t.supplier_id, COALESCE(t.moq_per_batch, :default_moq), COALESCE(t.max_styles_allowed, :default_max_styles),
+                t.base_price, t.complexity_premium_percent, COALESCE(t.lead_time_days, :default_lead_time_days)
+           FROM supplier_mou_terms t
+          WHERE t.status = 'active' AND t.supplier_id IS NOT NULL
+            AND COALESCE(t.moq_per_batch, :default_moq) >= :quantity
+          ORDER BY t.base_price, COALESCE(t.lead_time_days, :default_lead_time_days), t.supplier_id
+          LIMIT 1",
+        &[
+            ("quantity", &quantity, Type::INT8),
+            ("default_moq", &DEFAULT_MOQ_PER_BATCH, Type::INT4),
+            ("default_max_styles", &DEFAULT_MAX_STYLES, Type::INT4),
+            ("default_lead_time_days", &DEFAULT_LEAD_TIME_DAYS, Type::INT4),
+        ],
+    )?;
+    let row = client.query_opt(&sql, &params).await?;
     Ok(row.map(|r| SupplierTerms {
         supplier_id: r.get(0),
         moq_per_batch: r.get(1),
@@ -182,7 +193,7 @@ pub async fn cheapest_supplier(
 
 /// Opens a new `filling` batch from `terms`; returns its id and window.
 pub async fn create_batch(
-    client: &Sql<'_, '_>,
+    client: &Sql<'_>,
     category: &str,
     variant_base: &str,
     terms: &SupplierTerms,

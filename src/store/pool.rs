@@ -19,18 +19,18 @@
 //!   would leak to other clients). Connections that sat through a Lambda
 //!   freeze are verified with a round trip before use.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
-    Transaction,
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tokio::sync::{Mutex, RwLock};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::tls;
-use super::{Sql, StoreError};
+use super::{Conn, StoreError};
 use crate::configuration::{PoolerMode, Settings, SslMode};
 use crate::secrets::{DbSecret, SecretError, SecretsManager};
 use crate::telemetry::phases::{timed, Phase};
@@ -40,7 +40,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Source {
     Url(Box<tokio_postgres::Config>),
-    Secret(Box<SecretsManager>),
+    /// Shared with whoever else reads the secret (the HS256 `jwtSecret`).
+    Secret(Arc<SecretsManager>),
 }
 
 struct Current {
@@ -75,7 +76,7 @@ impl Db {
                     .parse()
                     .map_err(|_| DbConfigError::BadUrl)?,
             )),
-            (None, Some(id)) => Source::Secret(Box::new(SecretsManager::new(id.clone()))),
+            (None, Some(id)) => Source::Secret(Arc::new(SecretsManager::new(id.clone()))),
             (None, None) => return Err(DbConfigError::NoDatabase),
         };
         let mode = ssl_mode(&source, settings);
@@ -89,14 +90,24 @@ impl Db {
         })
     }
 
-    pub(super) fn settings(&self) -> &Settings {
-        &self.settings
+    /// The database secret, when credentials come from Secrets Manager: one
+    /// cache per instance, for whoever else reads it (the HS256 `jwtSecret`).
+    pub fn secret(&self) -> Option<Arc<SecretsManager>> {
+        match &self.source {
+            Source::Url(_) => None,
+            Source::Secret(sm) => Some(Arc::clone(sm)),
+        }
     }
 
     /// A connection, opening the pool (and reading the secret) on first use.
     /// Its time is the invocation's `connectMs`.
-    pub async fn get(&self) -> Result<Object, StoreError> {
-        timed(Phase::Connect, self.get_untimed()).await
+    pub async fn get(&self) -> Result<Conn, StoreError> {
+        let client = timed(Phase::Connect, self.get_untimed()).await?;
+        Ok(Conn::new(
+            client,
+            self.settings.pooler,
+            self.settings.statement_timeout,
+        ))
     }
 
     async fn get_untimed(&self) -> Result<Object, StoreError> {
@@ -109,50 +120,6 @@ impl Db {
                 pool.get().await.map_err(unavailable)
             }
             Err(e) => Err(unavailable(e)),
-        }
-    }
-
-    /// Starts a transaction with the statement and lock timeouts in force.
-    pub async fn begin<'a>(&self, client: &'a mut Object) -> Result<Transaction<'a>, StoreError> {
-        timed(Phase::Db, self.begin_untimed(client)).await
-    }
-
-    async fn begin_untimed<'a>(
-        &self,
-        client: &'a mut Object,
-    ) -> Result<Transaction<'a>, StoreError> {
-        let tx = client.transaction().await?;
-        if self.settings.pooler == PoolerMode::Transaction {
-            let ms = self.settings.statement_timeout.as_millis();
-            tx.batch_execute(&format!(
-                "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}"
-            ))
-            .await?;
-        }
-        Ok(tx)
-    }
-
-    /// Statements in `tx`, prepared and cached unless behind a transaction pooler.
-    pub fn sql<'a, 'b>(&self, tx: &'a Transaction<'b>) -> Sql<'a, 'b> {
-        Sql::Tx {
-            tx,
-            prepare: self.settings.pooler == PoolerMode::Session,
-        }
-    }
-
-    /// Statements on a connection outside a transaction.
-    pub fn sql_client<'a>(&self, client: &'a deadpool_postgres::ClientWrapper) -> Sql<'a, 'a> {
-        Sql::Client {
-            client,
-            prepare: self.settings.pooler == PoolerMode::Session,
-        }
-    }
-
-    /// The `jwtSecret` of the database secret, when there is one.
-    pub async fn jwt_secret(&self) -> Result<Option<SecretString>, StoreError> {
-        match &self.source {
-            Source::Url(_) => Ok(None),
-            Source::Secret(sm) => Ok(sm.get(false).await.map_err(secret_unavailable)?.jwt_secret),
         }
     }
 

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::Poll;
 
-use deadpool_postgres::{ClientWrapper, Transaction};
+use deadpool_postgres::ClientWrapper;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Statement};
 
@@ -23,16 +23,12 @@ use crate::telemetry::phases::{timed, Phase};
 pub type Param<'p> = (&'p (dyn ToSql + Sync), Type);
 pub type Params<'p> = [Param<'p>];
 
-/// A transaction or a connection, and whether it may prepare statements.
-pub enum Sql<'a, 'b> {
-    Tx {
-        tx: &'a Transaction<'b>,
-        prepare: bool,
-    },
-    Client {
-        client: &'a ClientWrapper,
-        prepare: bool,
-    },
+/// Statements on one connection — in a transaction ([`super::Tx`] derefs to
+/// this) or not — and whether they may be prepared.
+#[derive(Clone, Copy)]
+pub struct Sql<'c> {
+    client: &'c ClientWrapper,
+    prepare: bool,
 }
 
 /// A statement to run: prepared (and cached) or, behind a pooler, its text.
@@ -41,11 +37,27 @@ pub(super) enum Ready<'s> {
     Unnamed(&'s str),
 }
 
-impl Sql<'_, '_> {
-    fn prepares(&self) -> bool {
-        match self {
-            Sql::Tx { prepare, .. } | Sql::Client { prepare, .. } => *prepare,
+impl<'c> Sql<'c> {
+    pub(super) fn new(client: &'c ClientWrapper, prepare: bool) -> Self {
+        Sql { client, prepare }
+    }
+
+    /// The same connection with every statement unnamed (planned each time,
+    /// nothing cached): for statements around a schema change.
+    pub(super) fn unprepared(&self) -> Sql<'c> {
+        Sql {
+            client: self.client,
+            prepare: false,
         }
+    }
+
+    /// Plain SQL text, several statements allowed, no parameters (`BEGIN`,
+    /// `SAVEPOINT`, a migration file); its time is the invocation's `dbMs`.
+    /// Only the store writes such text.
+    pub(super) async fn batch_execute(&self, sql: &str) -> Result<(), StoreError> {
+        timed(Phase::Db, self.client.batch_execute(sql))
+            .await
+            .map_err(StoreError::from)
     }
 
     /// Prepares `sql` (a cache hit after the first time on a connection).
@@ -54,14 +66,13 @@ impl Sql<'_, '_> {
         sql: &'s str,
         params: &Params<'_>,
     ) -> Result<Ready<'s>, StoreError> {
-        if !self.prepares() {
+        if !self.prepare {
             return Ok(Ready::Unnamed(sql));
         }
         let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
-        Ok(Ready::Prepared(match self {
-            Sql::Tx { tx, .. } => tx.prepare_typed_cached(sql, &types).await?,
-            Sql::Client { client, .. } => client.prepare_typed_cached(sql, &types).await?,
-        }))
+        Ok(Ready::Prepared(
+            self.client.prepare_typed_cached(sql, &types).await?,
+        ))
     }
 
     /// Runs a ready statement. Its request is sent on the first poll, which
@@ -71,20 +82,18 @@ impl Sql<'_, '_> {
         ready: &Ready<'_>,
         params: &Params<'_>,
     ) -> Result<Vec<Row>, StoreError> {
-        Ok(match (self, ready) {
-            (Sql::Tx { tx, .. }, Ready::Unnamed(sql)) => tx.query_typed(sql, params).await?,
-            (Sql::Client { client, .. }, Ready::Unnamed(sql)) => {
-                client.query_typed(sql, params).await?
-            }
-            (Sql::Tx { tx, .. }, Ready::Prepared(stmt)) => tx.query(stmt, &values(params)).await?,
-            (Sql::Client { client, .. }, Ready::Prepared(stmt)) => {
-                client.query(stmt, &values(params)).await?
-            }
+        Ok(match ready {
+            Ready::Unnamed(sql) => self.client.query_typed(sql, params).await?,
+            Ready::Prepared(stmt) => self.client.query(stmt, &values(params)).await?,
         })
     }
 
     /// Runs a statement; its time (prepare included) is the invocation's `dbMs`.
-    pub async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
+    pub(super) async fn query(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Vec<Row>, StoreError> {
         timed(Phase::Db, async {
             let ready = self.ready(sql, params).await?;
             self.run(&ready, params).await
@@ -96,7 +105,7 @@ impl Sql<'_, '_> {
     /// both requests are sent, `a`'s first. The server runs `b` only once `a`
     /// has finished — so `b` runs after a lock `a` takes, with a snapshot
     /// that sees everything committed before the lock was granted.
-    pub async fn pipeline(
+    pub(super) async fn pipeline(
         &self,
         a: (&str, &Params<'_>),
         b: (&str, &Params<'_>),
@@ -110,7 +119,7 @@ impl Sql<'_, '_> {
         .await
     }
 
-    pub async fn query_opt(
+    pub(super) async fn query_opt(
         &self,
         sql: &str,
         params: &Params<'_>,
@@ -122,13 +131,17 @@ impl Sql<'_, '_> {
         }
     }
 
-    pub async fn query_one(&self, sql: &str, params: &Params<'_>) -> Result<Row, StoreError> {
+    pub(super) async fn query_one(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Row, StoreError> {
         self.query_opt(sql, params)
             .await?
             .ok_or(StoreError::Unexpected("no row"))
     }
 
-    pub async fn execute(&self, sql: &str, params: &Params<'_>) -> Result<(), StoreError> {
+    pub(super) async fn execute(&self, sql: &str, params: &Params<'_>) -> Result<(), StoreError> {
         self.query(sql, params).await.map(|_| ())
     }
 }

@@ -1,6 +1,7 @@
 //! The one shared helper of the black-box tests: a fresh database per test
-//! (created, migrated through the real `migrate` job, dropped at the end), the
-//! app built on it exactly as `main.rs` builds it, and seeding shortcuts.
+//! (a clone of a template the real `migrate` job migrated once per test run,
+//! dropped at the end), the app built on it exactly as `main.rs` builds it,
+//! and seeding shortcuts.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -63,18 +64,124 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// An empty database.
     pub async fn create() -> Self {
+        Self::create_from(None).await
+    }
+
+    /// A migrated database: a copy of this run's template.
+    pub async fn migrated() -> Self {
+        let template = template().await;
+        Self::create_from(Some(template)).await
+    }
+
+    async fn create_from(template: Option<&str>) -> Self {
         let name = format!("bp_test_{}", Uuid::new_v4().simple());
         let admin = connect(&server_url()).await;
+        let from = template
+            .map(|t| format!(" TEMPLATE {t}"))
+            .unwrap_or_default();
         admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .batch_execute(&format!("CREATE DATABASE {name}{from}"))
             .await
-            .expect("create test database");
+            .unwrap_or_else(|e| panic!("create test database{from}: {e}"));
         TestDb {
             url: url_for(&server_url(), &name),
             name,
         }
     }
+}
+
+/// The migrated database every [`TestDb::migrated`] is cloned from
+/// (`CREATE DATABASE … TEMPLATE`): the migrations run once per test run
+/// instead of once per test.
+///
+/// Its name carries a digest of the migrations, so a run never clones a
+/// template another version of them made, and reruns reuse it. One test of
+/// this process creates it while the others wait (`TEMPLATE`); processes
+/// sharing the server take turns on an advisory lock. It is marked a
+/// template only once migrated, and closed to connections, so no session is
+/// ever left on it to make a clone fail. Templates of other migrations older
+/// than a day are dropped on the way.
+async fn template() -> &'static str {
+    static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    TEMPLATE.get_or_init(create_template).await
+}
+
+async fn create_template() -> String {
+    use batch_processor::store::migrations::{digest, MIGRATIONS};
+    let all: String = MIGRATIONS.iter().map(|m| m.sql).collect();
+    let name = format!("bp_template_{}", &digest(&all)[..16]);
+    let admin = connect(&server_url()).await;
+    // "bp_tmpl" in ASCII: one creator at a time on this server.
+    admin
+        .batch_execute("SELECT pg_advisory_lock(7089075258759949420)")
+        .await
+        .expect("template lock");
+    let ready: Option<bool> = admin
+        .query_opt(
+            "SELECT datistemplate FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .expect("look for the template")
+        .map(|r| r.get(0));
+    if ready != Some(true) {
+        // Absent, or left half made by a run that died: made afresh.
+        // One statement per call: neither may run in a transaction block.
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            admin
+                .batch_execute(&sql)
+                .await
+                .expect("create the template");
+        }
+        let url = url_for(&server_url(), &name);
+        {
+            let app = App::new(settings(&url, &[])).expect("app builds");
+            app.handle(
+                json!({"jobType": "migrate"}),
+                &Invocation::new("template", None),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("migrations apply to the template: {}", e.message));
+            // Dropping the app closes its connections.
+        }
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false;
+                 COMMENT ON DATABASE {name} IS 'batch-processor test template, made {}'",
+                chrono::Utc::now().to_rfc3339()
+            ))
+            .await
+            .expect("mark the template");
+        let stale: Vec<String> = admin
+            .query(
+                "SELECT datname FROM pg_database
+                  WHERE datname LIKE 'bp\\_template\\_%' AND datname <> $1
+                    AND COALESCE(substring(shobj_description(oid, 'pg_database') FROM 'made (.*)$')::timestamptz,
+                                 '-infinity') < now() - interval '1 day'",
+                &[&name],
+            )
+            .await
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+            .unwrap_or_default();
+        for old in stale {
+            let _ = admin
+                .batch_execute(&format!("ALTER DATABASE {old} WITH IS_TEMPLATE false"))
+                .await;
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {old}"))
+                .await;
+        }
+    }
+    admin
+        .batch_execute("SELECT pg_advisory_unlock(7089075258759949420)")
+        .await
+        .expect("template unlock");
+    name
 }
 
 impl Drop for TestDb {
@@ -141,11 +248,8 @@ impl TestApp {
     }
 
     pub async fn spawn_with(env: &[(&str, &str)]) -> Self {
-        let app = Self::unmigrated(env).await;
-        app.direct("migrate", Value::Null)
-            .await
-            .expect("migrations apply");
-        app
+        let database = std::sync::Arc::new(TestDb::migrated().await);
+        Self::on(database, env).await
     }
 
     /// A fresh, empty database and an app on it; nothing applied.

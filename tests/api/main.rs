@@ -1,11 +1,12 @@
 #![recursion_limit = "256"]
-//! Black-box tests against a real Postgres: every test creates, migrates and
-//! drops its own database, so they run in parallel.
+//! Black-box tests. Those under `offline` need no service and run in
+//! `make check`; every other test has its own database on a real Postgres (a
+//! clone of a template migrated once per run, dropped at the end), so they
+//! run in parallel.
 
 mod helpers;
 mod infra;
 
-mod auth;
 mod connections;
 mod delivery;
 mod http;
@@ -13,6 +14,7 @@ mod jwks;
 mod live_database;
 mod migrations;
 mod observability;
+mod offline;
 mod orchestrate;
 mod process_order;
 mod reliability;

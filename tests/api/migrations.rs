@@ -1,7 +1,7 @@
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use batch_processor::store::migrations::MIGRATIONS;
+use batch_processor::store::migrations::{digest, MIGRATIONS};
 
 use crate::helpers::*;
 
@@ -21,6 +21,7 @@ async fn migrations_apply_to_an_empty_database_and_twice_is_a_no_op() {
     assert_eq!(second["applied"], json!([]));
     assert_eq!(second["alreadyApplied"], MIGRATIONS.len());
     assert_eq!(t.fingerprint().await, before);
+    assert_eq!(recorded_digests(&t).await, embedded_digests());
     for table in [
         "suppliers",
         "supplier_mou_terms",
@@ -37,6 +38,81 @@ async fn migrations_apply_to_an_empty_database_and_twice_is_a_no_op() {
             "{table} exists"
         );
     }
+}
+
+/// The digests recorded for each applied migration, by version.
+async fn recorded_digests(t: &TestApp) -> Vec<(i64, Option<String>)> {
+    t.db.query(
+        "SELECT version, digest FROM batch_processor_migrations ORDER BY version",
+        &[],
+    )
+    .await
+    .expect("the migrations table")
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+fn embedded_digests() -> Vec<(i64, Option<String>)> {
+    MIGRATIONS
+        .iter()
+        .map(|m| (m.version, Some(digest(m.sql))))
+        .collect()
+}
+
+/// An applied migration whose text no longer matches what was applied is
+/// refused, naming it, and nothing changes — not even the record.
+#[tokio::test]
+async fn a_changed_applied_migration_is_refused_with_its_name() {
+    let t = TestApp::unmigrated(&[]).await;
+    t.direct("migrate", Value::Null).await.expect("migrates");
+    assert_eq!(recorded_digests(&t).await, embedded_digests());
+    // The text of 0002 as this database applied it differed from this binary's.
+    t.db.execute(
+        "UPDATE batch_processor_migrations SET digest = repeat('0', 64) WHERE version = 2",
+        &[],
+    )
+    .await
+    .unwrap();
+    let before = t.fingerprint().await;
+    let records = recorded_digests(&t).await;
+    let err = t.direct("migrate", Value::Null).await.unwrap_err();
+    assert_eq!(err.status, 409, "{}", err.message);
+    let message = error_json(&err)["error"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("Migration 0002_adopt_original was changed after it was applied"),
+        "{message}"
+    );
+    assert!(message.contains("never edited"), "{message}");
+    assert_eq!(t.fingerprint().await, before);
+    assert_eq!(
+        recorded_digests(&t).await,
+        records,
+        "the record is left as it was"
+    );
+}
+
+/// A database migrated before digests were recorded (no `digest` column) is
+/// accepted, and gets the digests of the migrations it applied.
+#[tokio::test]
+async fn a_database_from_before_digests_gets_them_and_is_not_refused() {
+    let t = TestApp::unmigrated(&[]).await;
+    t.direct("migrate", Value::Null).await.expect("migrates");
+    t.db.batch_execute("ALTER TABLE batch_processor_migrations DROP COLUMN digest")
+        .await
+        .unwrap();
+    let before = t.fingerprint().await;
+    let resp = t.direct("migrate", Value::Null).await.expect("accepted");
+    assert_eq!(resp["applied"], json!([]));
+    assert_eq!(resp["alreadyApplied"], MIGRATIONS.len());
+    assert_eq!(recorded_digests(&t).await, embedded_digests());
+    assert_eq!(t.fingerprint().await, before);
+    // A row recorded by an older binary with the column but no digest, too.
+    t.db.batch_execute("UPDATE batch_processor_migrations SET digest = NULL WHERE version = 5")
+        .await
+        .unwrap();
+    t.direct("migrate", Value::Null).await.expect("accepted");
+    assert_eq!(recorded_digests(&t).await, embedded_digests());
 }
 
 /// Two instances migrating a fresh database at the same moment: both succeed,

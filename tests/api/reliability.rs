@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -212,13 +212,38 @@ async fn drill_orders_racing_orchestrate_on_closing_windows() {
     for _ in 0..2 {
         orchestrators.push(t.another_instance(&[]).await);
     }
-    let stop_at = Instant::now() + Duration::from_millis(1600);
+    // The drill ends on facts, not on a clock: every seeded window has closed
+    // (by the database's clock), each buyer has placed its orders, and each
+    // orchestrator has run a few times — however slow the machine.
+    let closed = Arc::new(AtomicBool::new(false));
+    let buyers_done = Arc::new(AtomicU64::new(0));
+    const ORDERS_EACH: usize = 10;
+    const RUNS_EACH: i32 = 5;
+    let watcher = {
+        let (closed, db) = (closed.clone(), connect(&t.url).await);
+        async move {
+            while !closed.load(Ordering::SeqCst) {
+                let open: i64 = db
+                    .query_one(
+                        "SELECT count(*) FROM production_batches
+                          WHERE product_category = 'race' AND window_closes_at > now()
+                            AND window_closes_at < now() + interval '1 hour'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                closed.store(open == 0, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
     let placed = Arc::new(AtomicU64::new(0));
     let order_tasks = buyers.iter().enumerate().map(|(i, app)| {
-        let placed = placed.clone();
+        let (placed, closed, buyers_done) = (placed.clone(), closed.clone(), buyers_done.clone());
         async move {
             let mut n = 0;
-            while Instant::now() < stop_at {
+            while n < ORDERS_EACH || !closed.load(Ordering::SeqCst) {
                 let data = order_data(
                     "race",
                     3 + (n % 5) as i64,
@@ -231,27 +256,35 @@ async fn drill_orders_racing_orchestrate_on_closing_windows() {
                 placed.fetch_add(1, Ordering::SeqCst);
                 n += 1;
             }
+            buyers_done.fetch_add(1, Ordering::SeqCst);
         }
     });
-    let orchestrate_tasks = orchestrators.iter().map(|app| async move {
-        let mut runs = 0;
-        while Instant::now() < stop_at {
-            app.orchestrate(json!({})).await;
-            runs += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    let orchestrate_tasks = orchestrators.iter().map(|app| {
+        let buyers_done = buyers_done.clone();
+        async move {
+            let mut runs = 0;
+            while runs < RUNS_EACH || buyers_done.load(Ordering::SeqCst) < 6 {
+                app.orchestrate(json!({})).await;
+                runs += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            runs
         }
-        runs
     });
-    let (_, runs) = tokio::join!(
+    let (_, runs, ()) = tokio::join!(
         futures::future::join_all(order_tasks),
-        futures::future::join_all(orchestrate_tasks)
+        futures::future::join_all(orchestrate_tasks),
+        watcher
     );
     t.orchestrate(json!({})).await;
 
     let placed = placed.load(Ordering::SeqCst) as i64;
-    assert!(placed > 50, "the drill placed orders: {placed}");
     assert!(
-        runs.iter().sum::<i32>() > 10,
+        placed >= 6 * ORDERS_EACH as i64,
+        "the drill placed orders: {placed}"
+    );
+    assert!(
+        runs.iter().all(|r| *r >= RUNS_EACH),
         "orchestrate ran throughout: {runs:?}"
     );
     assert_eq!(

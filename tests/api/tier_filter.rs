@@ -115,8 +115,8 @@ async fn the_sql_write_filter_is_exactly_the_rule() {
     .await
     .expect("insert cases");
 
-    let client = t.app.db.get().await.expect("connection");
-    let sql = t.app.db.sql_client(&client);
+    let conn = t.app.db.get().await.expect("connection");
+    let sql = conn.sql();
     let scan = |scan| ScanQuery {
         scan,
         lookahead_hours: 24,
