@@ -11,7 +11,7 @@ LAMBDA_PORT ?= 9000
 VENV := .venv
 TOOLS_STAMP := $(VENV)/.tools-v3
 # The architecture `make package` builds. x86_64 here (the only Rust standard library on these
-# machines); arm64 needs `rustup target add aarch64-unknown-linux-gnu` and zig (README "Deploying").
+# machines); arm64 needs `rustup target add aarch64-unknown-linux-gnu` and zig (docs/deploy.md step 5).
 ARCH ?= x86_64
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
