@@ -34,6 +34,9 @@ struct Args {
     orders_only: bool,
     orders_per_instance: usize,
     report: Option<String>,
+    /// Names of the bench's databases start with this (`--db-prefix`), so two
+    /// people benchmarking on one shared server never drop each other's copies.
+    db_prefix: String,
 }
 
 fn args() -> Args {
@@ -43,6 +46,7 @@ fn args() -> Args {
         orders_only: false,
         orders_per_instance: 400,
         report: None,
+        db_prefix: "bp_bench".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -54,6 +58,15 @@ fn args() -> Args {
                 a.orders_per_instance = it.next().and_then(|v| v.parse().ok()).expect("--orders N")
             }
             "--report" => a.report = it.next(),
+            "--db-prefix" => {
+                a.db_prefix = it
+                    .next()
+                    .filter(|p| {
+                        p.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                    })
+                    .expect("--db-prefix NAME (lowercase letters, digits, _)")
+            }
             "--bench" => {} // passed by `cargo bench`
             other => eprintln!("ignoring argument {other}"),
         }
@@ -562,7 +575,7 @@ async fn run(a: &Args) -> String {
     }
 
     // process-order: 8 instances, spread over 20 categories, then one hot category.
-    let orders_db = "bp_bench_orders";
+    let orders_db = &format!("{}_orders", a.db_prefix);
     admin(&format!("DROP DATABASE IF EXISTS {orders_db} WITH (FORCE)")).await;
     admin(&format!("CREATE DATABASE {orders_db}")).await;
     app_for(orders_db, &[])
@@ -582,12 +595,12 @@ async fn run(a: &Args) -> String {
         ))
         .await
         .unwrap();
-    let spread_db = copy_of(orders_db, "bp_bench_orders_spread").await;
-    let hot_db = copy_of(orders_db, "bp_bench_orders_hot").await;
+    let spread_db = copy_of(orders_db, &format!("{orders_db}_spread")).await;
+    let hot_db = copy_of(orders_db, &format!("{orders_db}_hot")).await;
     let per = a.orders_per_instance;
     let (spread_tps, s50, s99, s_failed) = order_throughput(&spread_db, 8, per, 20).await;
     let (hot_tps, h50, h99, h_failed) = order_throughput(&hot_db, 8, per, 1).await;
-    let solo_db = copy_of(orders_db, "bp_bench_orders_solo").await;
+    let solo_db = copy_of(orders_db, &format!("{orders_db}_solo")).await;
     let (solo_tps, o50, o99, o_failed) = order_throughput(&solo_db, 1, per * 2, 1).await;
     r.push_str(&format!(
         "## process-order, 8 concurrent instances × {per} orders\n\n"
@@ -614,7 +627,7 @@ async fn run(a: &Args) -> String {
 /// orchestrate with its outbox delivered to a local EventBridge (moto, when
 /// `make bench` runs under scripts/with-moto.sh), and `publish-events`
 /// throughput for what is left.
-async fn delivery_section(source: &str, n: i64, t_off: Duration, r: &mut String) {
+async fn delivery_section(source: &str, prefix: &str, n: i64, t_off: Duration, r: &mut String) {
     if std::env::var("AWS_ENDPOINT_URL").is_err() {
         r.push_str("Delivery: not measured (AWS_ENDPOINT_URL unset; `make bench` starts a local EventBridge).\n\n");
         return;
@@ -627,7 +640,7 @@ async fn delivery_section(source: &str, n: i64, t_off: Duration, r: &mut String)
         .send()
         .await
         .expect("create the bench bus in moto");
-    let db = copy_of(source, &format!("bp_bench_delivery_{n}")).await;
+    let db = copy_of(source, &format!("{prefix}_delivery_{n}")).await;
     let (t_on, _, _) = project(&db, Some(&bus));
     let c = connect(&url_for(&db)).await;
     let count = |sql: &'static str| {
@@ -662,7 +675,8 @@ async fn delivery_section(source: &str, n: i64, t_off: Duration, r: &mut String)
 /// orchestrate: the three contenders on copies of one database, RSS, init, size.
 async fn orchestrate_section(a: &Args, r: &mut String) {
     let n = a.batches;
-    let source = format!("bp_bench_src_{n}");
+    let p = &a.db_prefix;
+    let source = format!("{p}_src_{n}");
     let built = build_source(&source, n).await;
     let candidates: i64 = connect(&url_for(&source))
         .await
@@ -672,8 +686,8 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
         .get(0);
     eprintln!("built {source} in {}; {candidates} candidates", secs(built));
 
-    let db_project = copy_of(&source, &format!("bp_bench_project_{n}")).await;
-    let db_floor = copy_of(&source, &format!("bp_bench_floor_{n}")).await;
+    let db_project = copy_of(&source, &format!("{p}_project_{n}")).await;
+    let db_floor = copy_of(&source, &format!("{p}_floor_{n}")).await;
     let (t_project, rss_kib, answer) = project(&db_project, None);
     eprintln!(
         "project: {} ({} MiB peak RSS)",
@@ -685,7 +699,7 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
     let t_original = if a.skip_original {
         None
     } else {
-        let db_original = copy_of(&source, &format!("bp_bench_original_{n}")).await;
+        let db_original = copy_of(&source, &format!("{p}_original_{n}")).await;
         let t = original(&db_original).await;
         eprintln!("original: {}", secs(t));
         let same = written(&db_original, false).await == written(&db_project, false).await;
@@ -745,14 +759,14 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
         size as f64 / 1_048_576.0
     ));
 
-    delivery_section(&source, n, t_project, r).await;
+    delivery_section(&source, p, n, t_project, r).await;
 
     for db in [db_project, db_floor] {
         admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
     }
     if !a.skip_original {
         admin(&format!(
-            "DROP DATABASE IF EXISTS bp_bench_original_{n} WITH (FORCE)"
+            "DROP DATABASE IF EXISTS {p}_original_{n} WITH (FORCE)"
         ))
         .await;
     }
