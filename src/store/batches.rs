@@ -357,12 +357,15 @@ pub async fn cancel(
          ), pairs AS MATERIALIZED (
              -- Driven by the input ids through the (batch_id, order_id) index;
              -- `moved` keeps only the batches the status guard let through.
-             SELECT c.order_id, c.batch_id FROM batch_contributions c
+             -- The refund is the order's contribution to the batch, never
+             -- `orders.buyer_price`, which buyers can edit (behaviour §4.3).
+             SELECT c.order_id, c.batch_id, c.quantity * c.buyer_price_per_unit AS amount
+               FROM batch_contributions c
               WHERE c.batch_id = ANY($1::uuid[]) AND c.batch_id IN (SELECT id FROM moved)
          ), locked AS (
              -- FOR UPDATE returns the newest version of each order, so the history
              -- and refund events below see the payment status as it is now.
-             SELECT o.id, o.workflow_status, o.payment_status, o.buyer_price
+             SELECT o.id, o.workflow_status, o.payment_status
                FROM orders o
               WHERE o.id = ANY (ARRAY(SELECT order_id FROM pairs))
                 AND {ORDER_IS_LIVE}
@@ -370,7 +373,7 @@ pub async fn cancel(
          ), targets AS (
              -- An order belongs to one batch; if legacy data put it in two, the
              -- lowest batch id of this statement takes it.
-             SELECT DISTINCT ON (l.id) l.id, l.workflow_status, l.payment_status, l.buyer_price,
+             SELECT DISTINCT ON (l.id) l.id, l.workflow_status, l.payment_status, p.amount,
                     m.id AS batch_id, m.fill, m.note
                FROM locked l
                JOIN pairs p ON p.order_id = l.id
@@ -410,7 +413,7 @@ pub async fn cancel(
                FROM targets t
              UNION ALL
              SELECT t.batch_id, t.id, 'order.refund_requested', jsonb_build_object(
-                        'amount', t.buyer_price, 'previousPaymentStatus', t.payment_status)
+                        'amount', t.amount, 'previousPaymentStatus', t.payment_status)
                FROM targets t
               WHERE t.payment_status IN ('paid', 'partial')
          )
