@@ -4,7 +4,12 @@
 //! process-order throughput.
 //!
 //!     make bench                          # N = 100,000
-//!     make bench BENCH_ARGS="--batches 1000000 --skip-original"
+//!     make bench BENCH_ARGS="--batches 1000000 --skip-original --orders 200"
+//!
+//! Options: `--rounds N` (default 2: project and floor each N times on fresh
+//! copies, order alternating; each contender's best round is compared),
+//! `--db-prefix NAME` (the databases' names; default `bp_bench`),
+//! `--orders-only`, `--report FILE`.
 //!
 //! Postgres comes from DATABASE_URL (any database on the server; `make bench`
 //! finds or starts one). Durable commits are expected (fsync and
@@ -37,6 +42,8 @@ struct Args {
     /// Names of the bench's databases start with this (`--db-prefix`), so two
     /// people benchmarking on one shared server never drop each other's copies.
     db_prefix: String,
+    /// Rounds of project and floor, each on fresh copies (`--rounds`).
+    rounds: usize,
 }
 
 fn args() -> Args {
@@ -47,6 +54,7 @@ fn args() -> Args {
         orders_per_instance: 400,
         report: None,
         db_prefix: "bp_bench".into(),
+        rounds: 2,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -58,6 +66,13 @@ fn args() -> Args {
                 a.orders_per_instance = it.next().and_then(|v| v.parse().ok()).expect("--orders N")
             }
             "--report" => a.report = it.next(),
+            "--rounds" => {
+                a.rounds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&r| r > 0)
+                    .expect("--rounds N (1 or more)")
+            }
             "--db-prefix" => {
                 a.db_prefix = it
                     .next()
@@ -683,6 +698,113 @@ async fn delivery_section(source: &str, prefix: &str, n: i64, t_off: Duration, r
     admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
 }
 
+/// One round: the project and the floor, each on its own fresh copy.
+struct Round {
+    t_project: Duration,
+    t_floor: Duration,
+    rss_kib: i64,
+    processed: u64,
+    /// 1-minute load average as the project's and the floor's runs started.
+    loads: (String, String),
+    chunks: ChunkCosts,
+    digests: Vec<String>,
+}
+
+/// The 1-minute load average (other work on the machine), for the report.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// How long each write chunk of one project run took, read from what the run
+/// wrote, so the function carries no timing code: each chunk is one
+/// transaction, and every event it writes has `created_at` = `now()`, the
+/// transaction's start, so a chunk lasts until the next one starts (the last
+/// chunk is left out). In window order the closed windows come first (cancel,
+/// review, confirm: up to four writes per batch) and the open ones end the run
+/// (confirm, nearing: one or two), so besides the run's first and last tenth,
+/// each of the two mixes is compared with itself.
+struct ChunkCosts {
+    all: Vec<f64>,
+    closed: Vec<f64>,
+    open: Vec<f64>,
+}
+
+/// Flat cost per chunk: a tenth's mean within this factor of the first tenth's.
+const FLAT: f64 = 1.5;
+
+/// Mean of the first and of the last tenth (at least one chunk each).
+fn tenths(v: &[f64]) -> Option<(f64, f64)> {
+    if v.len() < 2 {
+        return None;
+    }
+    let k = (v.len() / 10).max(1);
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    Some((mean(&v[..k]), mean(&v[v.len() - k..])))
+}
+
+async fn chunk_costs(db: &str) -> ChunkCosts {
+    let rows = connect(&url_for(db))
+        .await
+        .query(
+            "SELECT (extract(epoch FROM lead(started) OVER (ORDER BY started) - started) * 1000)::float8, closed
+               FROM (SELECT created_at AS started,
+                            bool_or(event_type IN ('batch.cancelled', 'batch.needs_review')) AS closed
+                       FROM batch_events GROUP BY created_at) c
+              ORDER BY started",
+            &[],
+        )
+        .await
+        .expect("chunk costs");
+    let mut c = ChunkCosts {
+        all: Vec::new(),
+        closed: Vec::new(),
+        open: Vec::new(),
+    };
+    for row in rows {
+        let Some(ms) = row.get::<_, Option<f64>>(0) else {
+            continue;
+        };
+        c.all.push(ms);
+        if row.get::<_, bool>(1) {
+            c.closed.push(ms);
+        } else {
+            c.open.push(ms);
+        }
+    }
+    c
+}
+
+impl ChunkCosts {
+    fn describe(&self) -> String {
+        let mut flat = true;
+        let mut part = |name: &str, v: &[f64]| match tenths(v) {
+            Some((first, last)) => {
+                flat &= last <= first * FLAT;
+                format!(
+                    "{name} ({} chunks): first tenth {first:.0} ms, last tenth {last:.0} ms ({:.2}×)",
+                    v.len(),
+                    last / first
+                )
+            }
+            None => format!("{name}: {} chunks, too few to compare", v.len()),
+        };
+        let all = part("per-chunk cost, whole run", &self.all);
+        let closed = part("closed-window chunks", &self.closed);
+        let open = part("open-window chunks", &self.open);
+        format!(
+            "{all}; {closed}; {open} — {}.",
+            if flat {
+                format!("flat (every last tenth within {FLAT}× its first)")
+            } else {
+                format!("**NOT flat** (a last tenth beyond {FLAT}× its first)")
+            }
+        )
+    }
+}
+
 /// orchestrate: the three contenders on copies of one database, RSS, init, size.
 async fn orchestrate_section(a: &Args, r: &mut String) {
     let n = a.batches;
@@ -697,16 +819,66 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
         .get(0);
     eprintln!("built {source} in {}; {candidates} candidates", secs(built));
 
-    let db_project = copy_of(&source, &format!("{p}_project_{n}")).await;
-    let db_floor = copy_of(&source, &format!("{p}_floor_{n}")).await;
-    let (t_project, rss_kib, answer) = project(&db_project, None);
-    eprintln!(
-        "project: {} ({} MiB peak RSS)",
-        secs(t_project),
-        rss_kib / 1024
-    );
-    let t_floor = floor(&db_floor).await;
-    eprintln!("floor: {}", secs(t_floor));
+    // Rounds on fresh copies, the order alternating (project first, then floor
+    // first): the machine is shared and noisy, so each contender's best round
+    // is compared, and every round is reported.
+    let mut runs: Vec<Round> = Vec::new();
+    for round in 0..a.rounds {
+        let db_project = copy_of(&source, &format!("{p}_project_{n}_{round}")).await;
+        let db_floor = copy_of(&source, &format!("{p}_floor_{n}_{round}")).await;
+        let run_project = || {
+            let load = loadavg();
+            let (t, rss, answer) = project(&db_project, None);
+            eprintln!(
+                "round {}: project {} ({} MiB peak RSS; load {load})",
+                round + 1,
+                secs(t),
+                rss / 1024
+            );
+            (t, rss, answer, load)
+        };
+        let (project_run, (t_floor, floor_load)) = if round % 2 == 0 {
+            let pr = run_project();
+            let load = loadavg();
+            (pr, (floor(&db_floor).await, load))
+        } else {
+            let load = loadavg();
+            let f = floor(&db_floor).await;
+            (run_project(), (f, load))
+        };
+        eprintln!(
+            "round {}: floor {} (load {floor_load})",
+            round + 1,
+            secs(t_floor)
+        );
+        let (t_project, rss_kib, answer, project_load) = project_run;
+        assert_eq!(answer["hasMore"], false);
+        let project_rows = written(&db_project, true).await;
+        let floor_rows = written(&db_floor, true).await;
+        for (p, f) in project_rows.iter().zip(&floor_rows) {
+            assert_eq!(p, f, "the project and the floor wrote different {}", p.0);
+        }
+        runs.push(Round {
+            t_project,
+            t_floor,
+            rss_kib,
+            processed: answer["processed"].as_u64().unwrap_or(0),
+            loads: (project_load, floor_load),
+            chunks: chunk_costs(&db_project).await,
+            digests: project_rows.iter().map(|(k, _)| k.clone()).collect(),
+        });
+        admin(&format!("DROP DATABASE IF EXISTS {db_floor} WITH (FORCE)")).await;
+        if round + 1 < a.rounds {
+            admin(&format!(
+                "DROP DATABASE IF EXISTS {db_project} WITH (FORCE)"
+            ))
+            .await;
+        }
+    }
+    let db_project = format!("{p}_project_{n}_{}", a.rounds - 1);
+    let t_project = runs.iter().map(|x| x.t_project).min().expect("a round");
+    let t_floor = runs.iter().map(|x| x.t_floor).min().expect("a round");
+    let rss_kib = runs.iter().map(|x| x.rss_kib).max().unwrap_or(0);
     let t_original = if a.skip_original {
         None
     } else {
@@ -720,36 +892,67 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
         );
         Some(t)
     };
-    let project_rows = written(&db_project, true).await;
-    let floor_rows = written(&db_floor, true).await;
-    for (p, f) in project_rows.iter().zip(&floor_rows) {
-        assert_eq!(p, f, "the project and the floor wrote different {}", p.0);
-    }
-    let processed = answer["processed"].as_u64().unwrap_or(0);
-    assert_eq!(answer["hasMore"], false);
 
     r.push_str(&format!(
-        "{candidates} candidates, {processed} reported; same batch statuses in all contenders, same rows written by the project and the floor ({}).\n\n",
-        project_rows.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+        "{candidates} candidates, {} reported; same batch statuses in all contenders, same rows written by the project and the floor in every round ({}).\n\n",
+        runs[0].processed,
+        runs[0].digests.join(", ")
     ));
-    r.push_str("| contender | wall time | vs floor |\n|---|---|---|\n");
-    let ratio = |t: Duration| t.as_secs_f64() / t_floor.as_secs_f64();
+    let round_cols: String = (1..=runs.len()).map(|k| format!(" round {k} |")).collect();
+    let round_rule: String = runs.iter().map(|_| "---|").collect();
     r.push_str(&format!(
-        "| same-work SQL floor (one transaction) | {} | 1.00× |\n",
+        "| contender |{round_cols} best | best vs best floor |\n|---|{round_rule}---|---|\n"
+    ));
+    let ratio = |t: Duration| t.as_secs_f64() / t_floor.as_secs_f64();
+    let cells = |f: &dyn Fn(&Round) -> Duration| -> String {
+        runs.iter().map(|x| format!(" {} |", secs(f(x)))).collect()
+    };
+    r.push_str(&format!(
+        "| same-work SQL floor (one transaction) |{} {} | 1.00× |\n",
+        cells(&|x| x.t_floor),
         secs(t_floor)
     ));
     r.push_str(&format!(
-        "| **the project** (one invocation, release binary) | {} | {:.2}× |\n",
+        "| **the project** (one invocation, release binary) |{} {} | **{:.2}×** |\n",
+        cells(&|x| x.t_project),
         secs(t_project),
         ratio(t_project)
     ));
+    let per_round: Vec<String> = runs
+        .iter()
+        .map(|x| {
+            format!(
+                "{:.2}×",
+                x.t_project.as_secs_f64() / x.t_floor.as_secs_f64()
+            )
+        })
+        .collect();
+    r.push_str(&format!(
+        "| project / floor in the same round |{} | |\n",
+        per_round
+            .iter()
+            .map(|x| format!(" {x} |"))
+            .collect::<String>()
+    ));
     if let Some(t) = t_original {
         r.push_str(&format!(
-            "| original's algorithm (statement + commit per write) | {} | {:.2}× — the project is {:.1}× faster |\n",
+            "| original's algorithm (statement + commit per write), once |{} {} | {:.2}× — the project is {:.1}× faster |\n",
+            runs.iter().map(|_| " |").collect::<String>(),
             secs(t),
             ratio(t),
             t.as_secs_f64() / t_project.as_secs_f64()
         ));
+    }
+    let loads: Vec<String> = runs
+        .iter()
+        .map(|x| format!("project {}, floor {}", x.loads.0, x.loads.1))
+        .collect();
+    r.push_str(&format!(
+        "\nLoad average (1 min) as each run started: {}.\n",
+        loads.join("; ")
+    ));
+    for (k, x) in runs.iter().enumerate() {
+        r.push_str(&format!("Round {}: {}\n", k + 1, x.chunks.describe()));
     }
     r.push_str(&format!(
         "\nProject peak RSS: {:.1} MiB.\n",
@@ -772,9 +975,10 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
 
     delivery_section(&source, p, n, t_project, r).await;
 
-    for db in [db_project, db_floor] {
-        admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
-    }
+    admin(&format!(
+        "DROP DATABASE IF EXISTS {db_project} WITH (FORCE)"
+    ))
+    .await;
     if !a.skip_original {
         admin(&format!(
             "DROP DATABASE IF EXISTS {p}_original_{n} WITH (FORCE)"
