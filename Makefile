@@ -84,7 +84,7 @@ artifact-e2e: tools ## every file in events/ against the bootstrap of `make pack
 build-native: tools ## the release bootstrap for this machine's architecture (no zig, no downloads)
 	$(CARGO) lambda build --release --compiler cargo
 
-bench: tools ## the scale benchmark (BENCHMARKS.md), with a local EventBridge; BENCH_ARGS="--batches 1000000 --skip-original"
+bench: tools ## the scale benchmark (BENCHMARKS.md), with a local EventBridge; BENCH_ARGS="--batches 1000000 --skip-original --orders 200"
 	@mkdir -p target
 	DATABASE_URL="$$(scripts/pg.sh)" scripts/with-moto.sh $(CARGO) bench --bench scale -- --report target/bench-report.md $(BENCH_ARGS)
 
