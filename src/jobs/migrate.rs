@@ -24,6 +24,11 @@ pub struct MigrateResponse {
     pub success: bool,
     pub applied: Vec<String>,
     pub already_applied: usize,
+    /// What the operator must read (behaviour §4.3): tables the public API
+    /// roles reach with row-level security off, and every grant or policy
+    /// letting them write what money is computed from. Also logged, each as
+    /// a WARNING.
+    pub warnings: Vec<String>,
 }
 
 impl Run for MigrateRequest {
@@ -53,5 +58,6 @@ pub async fn run(ctx: &JobContext<'_>) -> Result<MigrateResponse, ApiError> {
         success: true,
         applied: report.applied,
         already_applied: report.already_applied,
+        warnings: report.warnings,
     })
 }

@@ -1,0 +1,368 @@
+//! The first deploy on a real Supabase project (issue 20): its admins kept in
+//! a table, a new project's default privileges, columns buyers can edit that
+//! money rests on, the app's own frontend, and HTTP jobs that must answer
+//! before API Gateway stops waiting. The live app's shape is
+//! `tests/fixtures/supabase_live_schema.sql`, owned — as on hosted Supabase —
+//! by a role that is no superuser ([`Owned`]), the jobs running as the role
+//! `sql/function-role.sql` makes.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::live_database::{sqlstate_as, Owned};
+
+/// §3: the app lets buyers update their own orders, any column. `migrate`
+/// names every grant or policy through which `anon` or `authenticated` may
+/// write what refunds and supplier-order totals rest on — in its answer and
+/// as WARNINGs in the log — and never the function role's own policies.
+#[tokio::test]
+async fn migrate_warns_of_every_way_buyers_can_write_money() {
+    use batch_processor::telemetry::{self, Capture, Format};
+    let owned = Owned::live().await;
+    let capture = Capture::default();
+    let answer = {
+        let _logs = tracing::subscriber::set_default(telemetry::subscriber(
+            Format::Json,
+            tracing_subscriber::EnvFilter::new("warn"),
+            capture.clone(),
+        ));
+        owned.migrate().await
+    };
+    let warnings: Vec<&str> = answer["warnings"]
+        .as_array()
+        .expect("a warnings array")
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    let about = |needle: &str| -> Vec<&str> {
+        warnings
+            .iter()
+            .copied()
+            .filter(|w| w.contains(needle))
+            .collect()
+    };
+    let buyers = about("policy \"Buyers can update their own orders\"");
+    assert_eq!(buyers.len(), 1, "{warnings:#?}");
+    assert!(buyers[0].starts_with("orders: "), "{}", buyers[0]);
+    assert!(
+        buyers[0].contains("lets authenticated UPDATE orders.{buyer_price, payment_status}"),
+        "{}",
+        buyers[0]
+    );
+    assert!(buyers[0].contains("buyer_id = auth.uid()"), "{}", buyers[0]);
+    assert!(buyers[0].contains("payment provider"), "{}", buyers[0]);
+    // A policy for PUBLIC reaches both API roles.
+    let admins = about("policy \"Admins can update all orders\"");
+    assert_eq!(admins.len(), 1);
+    assert!(
+        admins[0].contains("lets anon, authenticated UPDATE"),
+        "{}",
+        admins[0]
+    );
+    assert_eq!(
+        about("policy \"Factories can update assigned orders\"").len(),
+        1
+    );
+    // batch_contributions: the app's ALL policy (insert and update) and its INSERT one.
+    assert_eq!(
+        about("batch_contributions: policy \"Admins can manage contributions\"").len(),
+        2,
+        "{warnings:#?}"
+    );
+    let service = about("batch_contributions: policy \"Service role can create contributions\"");
+    assert_eq!(service.len(), 1);
+    assert!(
+        service[0].contains("INSERT batch_contributions"),
+        "{}",
+        service[0]
+    );
+    // Read-only or unrelated policies are not warned of.
+    assert!(about("Buyers can view their own orders").is_empty());
+    assert!(about("supplier_orders").is_empty());
+    let logged: Vec<Value> = capture
+        .lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for w in &warnings {
+        assert!(
+            logged
+                .iter()
+                .any(|l| l["level"] == "WARN" && l["message"] == format!("migrate: {w}")),
+            "{w} not logged as a WARNING:\n{}",
+            capture.text()
+        );
+    }
+
+    // The function role's own policies are no buyer's.
+    owned.function_role(None).await;
+    let again = owned.migrate().await;
+    assert_eq!(again["warnings"].as_array().unwrap().len(), warnings.len());
+    assert!(!again["warnings"].to_string().contains("_fn: "), "{again}");
+}
+
+/// Tables `migrate` created and whether `role` may do anything to them.
+async fn api_privileges(t: &TestApp, role: &str) -> Vec<String> {
+    t.db.query(
+        "SELECT c.relname || ' ' || p
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) p
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v')
+            AND has_table_privilege($1, c.oid, p)
+         UNION ALL
+         SELECT c.relname || ' ' || p
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          CROSS JOIN unnest(ARRAY['USAGE', 'SELECT', 'UPDATE']) p
+          WHERE n.nspname = 'public' AND c.relkind = 'S' AND has_sequence_privilege($1, c.oid, p)
+          ORDER BY 1",
+        &[&role],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// §2: a new Supabase project — its API roles and their default privileges,
+/// nothing else. Every table `migrate` creates, business tables included,
+/// has row-level security and nothing for `anon` or `authenticated`: the
+/// public anon key reads no order and prices nothing at 0.01.
+#[tokio::test]
+async fn a_new_projects_tables_are_not_public() {
+    let t = TestApp::unmigrated(&[]).await;
+    t.db.batch_execute(SUPABASE_ROLES).await.unwrap();
+    // What default privileges alone would have given: everything.
+    t.db.batch_execute("CREATE TABLE probe (x int); CREATE SEQUENCE probe_seq")
+        .await
+        .unwrap();
+    assert_eq!(
+        api_privileges(&t, "anon").await.len(),
+        10,
+        "Supabase's defaults give anon ALL"
+    );
+    t.db.batch_execute("DROP TABLE probe; DROP SEQUENCE probe_seq")
+        .await
+        .unwrap();
+
+    let answer = t.direct("migrate", Value::Null).await.unwrap();
+    assert_eq!(answer["warnings"], json!([]), "{answer}");
+    for role in ["anon", "authenticated"] {
+        assert_eq!(
+            api_privileges(&t, role).await,
+            Vec::<String>::new(),
+            "{role}"
+        );
+    }
+    let without_rls: Vec<String> =
+        t.db.query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'public' AND c.relkind = 'r' AND NOT c.relrowsecurity ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(without_rls, Vec::<String>::new());
+    assert_eq!(
+        t.count(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'public' AND c.relkind = 'r'"
+        )
+        .await,
+        10,
+        "the seven business tables and the function's three"
+    );
+    for role in ["anon", "authenticated"] {
+        for sql in [
+            "SELECT * FROM orders",
+            "UPDATE supplier_mou_terms SET base_price = 0.01",
+            "INSERT INTO suppliers (company_name) VALUES ('x')",
+            "SELECT nextval('batch_events_id_seq')",
+        ] {
+            assert_eq!(
+                sqlstate_as(&t, role, sql).await.as_deref(),
+                Some("42501"),
+                "{role}: {sql}"
+            );
+        }
+    }
+    // The service role is Supabase's own business: left as the defaults say.
+    assert!(!api_privileges(&t, "service_role").await.is_empty());
+}
+
+/// The ACL of `relation` as the privileges it grants, NULL read as its
+/// owner's defaults (what NULL means).
+async fn acl(t: &TestApp, relation: &str) -> Vec<String> {
+    t.db.query(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END
+                || ' ' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END
+           FROM pg_class c,
+                aclexplode(COALESCE(c.relacl, acldefault('r', c.relowner))) a
+          WHERE c.oid = $1::text::regclass
+          ORDER BY 1",
+        &[&relation],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// §2: on a partly set-up project (the original tables, Supabase's roles and
+/// defaults), what existed keeps its grants, policies and row-level security
+/// exactly; views the upgrade drops and recreates come back with exactly the
+/// grants they had — one whose ACL was NULL gets none of the migrating
+/// role's default privileges — and what the run created is private.
+#[tokio::test]
+async fn an_upgrade_keeps_what_existed_exactly() {
+    let t = TestApp::unmigrated(&[]).await;
+    t.db.batch_execute(include_str!("../fixtures/original_schema.sql"))
+        .await
+        .expect("fixture loads");
+    t.db.batch_execute(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
+                 CREATE ROLE anon NOLOGIN; END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+         -- Views over a column 0002 converts, made before Supabase's defaults apply:
+         -- one with no grants at all (ACL NULL), one with grants of its own.
+         CREATE VIEW open_windows AS SELECT id, window_closes_at FROM production_batches;
+         CREATE VIEW batch_windows AS SELECT id, window_closes_at FROM production_batches;
+         GRANT SELECT ON batch_windows TO anon WITH GRANT OPTION;
+         -- A table of the app's own with row-level security, a policy and a grant.
+         ALTER TABLE suppliers ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY \"suppliers are public\" ON suppliers FOR SELECT TO anon USING (true);
+         GRANT SELECT ON suppliers TO anon;",
+    )
+    .await
+    .unwrap();
+    t.db.batch_execute(SUPABASE_ROLES).await.unwrap();
+    let null_acl: Option<String> =
+        t.db.query_one(
+            "SELECT relacl::text FROM pg_class WHERE relname = 'open_windows'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(null_acl, None);
+    let policies =
+        "SELECT string_agg(policyname || ' ' || cmd || ' ' || roles::text || ' ' || qual, '; ')
+                      FROM pg_policies WHERE tablename = 'suppliers'";
+    let before = (
+        acl(&t, "open_windows").await,
+        acl(&t, "batch_windows").await,
+        acl(&t, "suppliers").await,
+        acl(&t, "orders").await,
+        t.db.query_one(policies, &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+    );
+    let oid_before: u32 =
+        t.db.query_one("SELECT 'open_windows'::regclass::oid", &[])
+            .await
+            .unwrap()
+            .get(0);
+
+    t.direct("migrate", Value::Null).await.expect("migrates");
+    let oid_after: u32 =
+        t.db.query_one("SELECT 'open_windows'::regclass::oid", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_ne!(oid_after, oid_before, "the upgrade recreated the view");
+    let after = (
+        acl(&t, "open_windows").await,
+        acl(&t, "batch_windows").await,
+        acl(&t, "suppliers").await,
+        acl(&t, "orders").await,
+        t.db.query_one(policies, &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+    );
+    assert_eq!(after, before);
+    assert!(
+        !after.0.iter().any(|g| g.starts_with("anon")),
+        "{:?}",
+        after.0
+    );
+    let rls: Vec<(String, bool)> =
+        t.db.query(
+            "SELECT relname::text, relrowsecurity FROM pg_class
+              WHERE relname IN ('suppliers', 'orders', 'batch_events', 'order_idempotency')
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rls,
+        [
+            ("batch_events".to_owned(), true),
+            ("order_idempotency".to_owned(), true),
+            ("orders".to_owned(), false),
+            ("suppliers".to_owned(), true),
+        ],
+        "existing tables as they were, new ones private"
+    );
+    for new in [
+        "batch_events",
+        "order_idempotency",
+        "batch_processor_migrations",
+    ] {
+        assert!(
+            !acl(&t, new).await.iter().any(|g| g.starts_with("anon")),
+            "{new}"
+        );
+    }
+}
+
+/// §2: a database migrated before new tables were made private keeps what
+/// it has (migrate never takes privileges from tables it did not just
+/// create), and `migrate` says which of the function's tables the public
+/// API reaches.
+#[tokio::test]
+async fn a_database_migrated_before_is_warned_of_its_open_tables() {
+    let t = TestApp::spawn().await;
+    t.db.batch_execute(SUPABASE_ROLES).await.unwrap();
+    t.db.batch_execute(
+        "ALTER TABLE orders DISABLE ROW LEVEL SECURITY; GRANT ALL ON orders TO anon;
+         GRANT SELECT ON production_batches TO authenticated;",
+    )
+    .await
+    .unwrap();
+    let answer = t.direct("migrate", Value::Null).await.unwrap();
+    let warnings = answer["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{answer}");
+    assert!(warnings[0].as_str().unwrap().starts_with(
+        "orders: row-level security is off and anon may SELECT, INSERT, UPDATE, DELETE, TRUNCATE"
+    ), "{answer}");
+    assert!(
+        warnings[1].as_str().unwrap().starts_with(
+            "orders: row-level security is off, so its grant lets anon UPDATE orders.{buyer_price, payment_status}"
+        ),
+        "{answer}"
+    );
+    assert!(
+        !answer.to_string().contains("production_batches"),
+        "row-level security on: the policies decide, and there are none"
+    );
+    assert!(t
+        .db
+        .query_one(
+            "SELECT has_table_privilege('anon', 'orders', 'SELECT')",
+            &[]
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
+}
