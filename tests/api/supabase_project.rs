@@ -7,9 +7,83 @@
 //! `sql/function-role.sql` makes.
 
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 use crate::helpers::*;
-use crate::live_database::{sqlstate_as, Owned};
+use crate::live_database::{sqlstate_as, Owned, ALICE, L4};
+
+/// An access token as Supabase Auth issues it to a signed-in user: no role
+/// beyond `authenticated`, `app_metadata` saying only how they signed in.
+fn user_token(sub: &str) -> String {
+    token(json!({
+        "aud": "authenticated", "role": "authenticated", "sub": sub,
+        "email": "someone@example.com", "phone": "",
+        "app_metadata": {"provider": "email", "providers": ["email"]},
+        "user_metadata": {"email_verified": true},
+        "aal": "aal1", "amr": [{"method": "password", "timestamp": now_secs()}],
+        "session_id": Uuid::new_v4(), "is_anonymous": false,
+        "iss": "https://abcdefghijklmnopqrst.supabase.co/auth/v1",
+        "iat": now_secs(), "exp": now_secs() + 600
+    }))
+}
+
+/// §6: exactly what the app's `useCreateAggregatedOrder` sends through
+/// `supabase.functions.invoke` — its headers, and `data` = the order form
+/// plus `buyerId: user.id` — with the user's own token; the answer carries
+/// what its `onSuccess` reads: `isNewBatch`, and `fillPercentage` (a number,
+/// `toFixed(0)`) when the order joined an existing batch.
+#[tokio::test]
+async fn the_apps_frontend_places_orders_unchanged() {
+    let owned = Owned::live().await;
+    owned.migrate().await;
+    let fn_role = owned.function_role(None).await;
+    let f = owned.app_as(&fn_role, &[]).await;
+    let session = user_token(ALICE);
+    let anon_key = token(
+        json!({"iss": "supabase", "ref": "abcdefghijklmnopqrst", "role": "anon",
+                                "iat": now_secs(), "exp": now_secs() + 600}),
+    );
+    let invoke = |order_data: Value| {
+        let mut data = order_data;
+        data["buyerId"] = json!(ALICE);
+        let body = json!({"jobType": "process-order", "data": data}).to_string();
+        http_v2(
+            "POST",
+            Some(&body),
+            &[
+                ("authorization", &bearer(&session)),
+                ("apikey", &anon_key),
+                ("x-client-info", "supabase-js-web/2.50.0"),
+                ("content-type", "application/json"),
+            ],
+        )
+    };
+
+    // L4 (t-shirts, 60 of 200, window open) takes it: 70 of 200.
+    let joined = invoke(
+        json!({"productCategory": "t-shirts", "productVariantBase": "v-neck",
+                               "quantity": 10, "styleDetails": {"variant": "white-l", "print": "front"}}),
+    );
+    let (status, data) = proxy(&f.invoke(joined).await.unwrap());
+    assert_eq!(status, 200, "{data}");
+    assert_eq!(data["isNewBatch"], false);
+    assert_eq!(data["batchId"], L4);
+    let fill = data["fillPercentage"]
+        .as_f64()
+        .expect("fillPercentage is a number");
+    assert_eq!(format!("{fill:.0}"), "35", "what toFixed(0) shows");
+    assert_eq!(data["fillPercentage"], data["batchFillPercentage"]);
+
+    // A category with no batch: a new one (the app shows another message).
+    let opened = invoke(
+        json!({"productCategory": "polo-shirts", "productVariantBase": "pique",
+                               "quantity": 20, "styleDetails": {"variant": "navy"}}),
+    );
+    let (status, data) = proxy(&f.invoke(opened).await.unwrap());
+    assert_eq!(status, 200, "{data}");
+    assert_eq!(data["isNewBatch"], true);
+    assert_eq!(data["fillPercentage"].as_f64(), Some(10.0));
+}
 
 /// §3: the app lets buyers update their own orders, any column. `migrate`
 /// names every grant or policy through which `anon` or `authenticated` may
