@@ -40,8 +40,9 @@ impl Run for MigrateRequest {
     }
 }
 
+/// Runs as the owner: on `MIGRATE_SECRET_ID`'s connections when it is set.
 pub async fn run(ctx: &JobContext<'_>) -> Result<MigrateResponse, ApiError> {
-    let conn = ctx.db.get().await?;
+    let conn = ctx.migrate_db.get().await?;
     let timeouts = migrations::Timeouts {
         statement: ctx.settings.migrate_statement_timeout,
         lock: ctx.settings.migrate_lock_timeout,

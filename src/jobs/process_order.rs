@@ -37,7 +37,9 @@ use tokio_postgres::error::SqlState;
 
 pub const JOB: Job = Job {
     name: "process-order",
-    access: Access::Buyers,
+    access: Access::Buyers {
+        acting_for: "buyerId",
+    },
     plain_fields: &["productCategory", "productVariantBase", "quantity"],
     parse: |data, principal| Ok(Box::new(ProcessOrderRequest::parse(data, principal)?)),
 };

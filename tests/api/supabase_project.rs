@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::*;
-use crate::live_database::{sqlstate_as, Owned, ALICE, L4};
+use crate::infra::Proxy;
+use crate::live_database::{sqlstate_as, Owned, ADMIN_USER, ALICE, L4, L7, LO7};
 
 /// An access token as Supabase Auth issues it to a signed-in user: no role
 /// beyond `authenticated`, `app_metadata` saying only how they signed in.
@@ -25,6 +26,131 @@ fn user_token(sub: &str) -> String {
         "iss": "https://abcdefghijklmnopqrst.supabase.co/auth/v1",
         "iat": now_secs(), "exp": now_secs() + 600
     }))
+}
+
+/// A POST of `{jobType, data}` over HTTP (payload 2.0) with `token`.
+async fn post(t: &TestApp, token: &str, job: &str, data: Value) -> (u16, Value) {
+    let body = json!({"jobType": job, "data": data}).to_string();
+    let event = http_v2("POST", Some(&body), &[("authorization", &bearer(token))]);
+    proxy(&t.invoke(event).await.expect("a proxy response"))
+}
+
+/// §1: the app keeps its admins in `public.user_roles`; their tokens say
+/// nothing of it. With `ADMIN_ROLES_TABLE` they are admins, looked up when a
+/// job needs one, a revoked row counting from the next request; without it,
+/// or for a user with no admin row, a 403.
+#[tokio::test]
+async fn admins_come_from_the_apps_roles_table() {
+    let owned = Owned::live().await;
+    owned.migrate().await;
+    let fn_role = owned.function_role(Some("public.user_roles")).await;
+    let roles_table = [("ADMIN_ROLES_TABLE", "public.user_roles")];
+    let f = owned.app_as(&fn_role, &roles_table).await;
+    let admin = user_token(ADMIN_USER);
+    let alice = user_token(ALICE);
+    let dry_run = json!({"dryRun": true});
+
+    // Today's lockout: without the table, the app's admin is a mere buyer.
+    let without = owned.app_as(&fn_role, &[]).await;
+    let (status, body) = post(&without, &admin, "orchestrate", dry_run.clone()).await;
+    assert_eq!(status, 403, "{body}");
+
+    let (status, body) = post(&f, &admin, "orchestrate", dry_run.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dryRun"], true);
+    let (status, _) = post(&f, &alice, "orchestrate", dry_run.clone()).await;
+    assert_eq!(status, 403, "a retailer is no admin");
+
+    // Ordering for someone else: the admin may, alice may not.
+    let order = |buyer: &str| {
+        json!({"productCategory": "caps", "productVariantBase": "snapback", "quantity": 5,
+               "styleDetails": {"variant": "red"}, "buyerId": buyer})
+    };
+    let (status, body) = post(&f, &alice, "process-order", order(ADMIN_USER)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "A buyer may place orders only for themself");
+    let (status, body) = post(&f, &admin, "process-order", order(ALICE)).await;
+    assert_eq!(status, 200, "{body}");
+    let placed = Uuid::parse_str(body["orderId"].as_str().unwrap()).unwrap();
+    let buyer: Uuid = owned
+        .su
+        .db
+        .query_one("SELECT buyer_id FROM orders WHERE id = $1", &[&placed])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(buyer.to_string(), ALICE);
+
+    // An admin's reject records them, as any admin's.
+    let (status, body) = post(
+        &f,
+        &admin,
+        "review-batch",
+        json!({"batchId": L7, "decision": "reject"}),
+    )
+    .await;
+    assert_eq!(
+        status, 409,
+        "L7 is filling until orchestrate holds it: {body}"
+    );
+    let (status, _) = post(&f, &admin, "orchestrate", json!({})).await;
+    assert_eq!(status, 200);
+    let (status, body) = post(
+        &f,
+        &admin,
+        "review-batch",
+        json!({"batchId": L7, "decision": "reject"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        owned
+            .su
+            .count(&format!(
+                "SELECT count(*) FROM order_status_history WHERE order_id = '{LO7}'
+                   AND changed_by = '{ADMIN_USER}'"
+            ))
+            .await,
+        1
+    );
+
+    // Revoked: the very next request of the same instance is refused.
+    owned
+        .su
+        .db
+        .execute(
+            "DELETE FROM user_roles WHERE user_id = $1 AND role = 'admin'",
+            &[&Uuid::parse_str(ADMIN_USER).unwrap()],
+        )
+        .await
+        .unwrap();
+    let (status, _) = post(&f, &admin, "orchestrate", dry_run.clone()).await;
+    assert_eq!(status, 403);
+
+    // The database out of reach while a buyer asks for an admin's job: a
+    // 503 (the lookup could not be made), not a 403 (it said no).
+    let proxy = Proxy::start(crate::infra::port_of(&owned.su.url)).await;
+    let fn_url = url_as(&owned.su.url, &fn_role).replace(
+        &format!(":{}/", crate::infra::port_of(&owned.su.url)),
+        &format!(":{}/", proxy.port),
+    );
+    let cut = owned
+        .su
+        .another_instance(&[
+            ("DATABASE_URL", fn_url.as_str()),
+            ("ADMIN_ROLES_TABLE", "public.user_roles"),
+        ])
+        .await;
+    proxy.cut();
+    let (status, body) = post(&cut, &alice, "orchestrate", dry_run).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Database unavailable"),
+        "{body}"
+    );
 }
 
 /// §6: exactly what the app's `useCreateAggregatedOrder` sends through
@@ -439,4 +565,124 @@ async fn a_database_migrated_before_is_warned_of_its_open_tables() {
         .await
         .unwrap()
         .get::<_, bool>(0));
+}
+
+/// §5: an orchestrate or publish-events invoked over HTTP stops starting new
+/// work at `HTTP_BUDGET_MS` and answers with what it did and `hasMore: true`;
+/// invoked directly, the same instance does everything (only the Lambda
+/// deadline bounds it).
+#[tokio::test]
+async fn http_jobs_stop_at_their_budget() {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let bus = format!("bp-budget-{}", Uuid::new_v4().simple());
+    aws_sdk_eventbridge::Client::new(&config)
+        .create_event_bus()
+        .name(&bus)
+        .send()
+        .await
+        .expect("a bus in moto");
+    let t = TestApp::spawn_with(&[
+        ("HTTP_BUDGET_MS", "0"),
+        ("EVENT_BUS_NAME", bus.as_str()),
+        ("PUBLISH_BUDGET_MS", "0"),
+    ])
+    .await;
+    let confirm = t.batch(180, 200, -60.0).await;
+    let cancel = t.batch(10, 200, -60.0).await;
+    let before = t.fingerprint().await;
+
+    let (status, body) = post(&t, &admin_token(), "orchestrate", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["processed"], 0);
+    assert_eq!(body["hasMore"], true);
+    assert_eq!(t.fingerprint().await, before, "nothing started");
+
+    let direct = t.orchestrate(json!({})).await;
+    assert_eq!(direct["hasMore"], false);
+    let by = by_batch(&direct);
+    assert_eq!(by[&confirm]["action"], "confirmed");
+    assert_eq!(by[&cancel]["action"], "cancelled");
+    let written = t
+        .count("SELECT count(*) FROM batch_events WHERE published_at IS NULL")
+        .await;
+    assert!(written >= 2, "{written}");
+
+    let (status, body) = post(&t, &admin_token(), "publish-events", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["published"], 0);
+    assert_eq!(body["pending"], written);
+    assert_eq!(body["hasMore"], true);
+    let direct = t.direct("publish-events", json!({})).await.unwrap();
+    assert_eq!(direct["published"], written, "{direct}");
+    assert_eq!(direct["hasMore"], false);
+}
+
+/// §5 logs: a refused request is logged as its job and the reason only —
+/// whatever the caller typed (the public anon key suffices to send it) is
+/// not — and a review's note, an admin's free text, only at debug.
+#[tokio::test]
+async fn refused_requests_and_review_notes_stay_out_of_info_logs() {
+    use batch_processor::telemetry::{self, Capture, Format};
+    let t = TestApp::spawn().await;
+    let batch = t.batch(110, 200, -60.0).await;
+    t.orchestrate(json!({})).await;
+    let typed = "TYPED-BY-A-STRANGER call 555";
+    let note = "NOTE-FOR-ADMINS-ONLY";
+    let run = |filter: &'static str| {
+        let t = &t;
+        async move {
+            let capture = Capture::default();
+            let _logs = tracing::subscriber::set_default(telemetry::subscriber(
+                Format::Json,
+                tracing_subscriber::EnvFilter::new(filter),
+                capture.clone(),
+            ));
+            let anon_key = token(json!({"role": "anon", "exp": now_secs() + 600}));
+            let attempt = json!({"productCategory": typed, "productVariantBase": typed, "quantity": 1,
+                                 "styleDetails": {"variant": typed}});
+            let (status, _) = post(t, &anon_key, "process-order", attempt.clone()).await;
+            assert_eq!(status, 403);
+            let (status, _) = post(t, &buyer_token(), "orchestrate", attempt).await;
+            assert_eq!(status, 403);
+            capture.text()
+        }
+    };
+    let info = run("info").await;
+    assert!(!info.contains("TYPED-BY"), "{info}");
+    assert!(!info.contains("job request"), "{info}");
+    assert!(info.contains("request refused"), "{info}");
+    assert!(info.contains("\"jobType\":\"process-order\""), "{info}");
+    assert!(info.contains("\"jobType\":\"orchestrate\""), "{info}");
+
+    let review = |filter: &'static str| {
+        let t = &t;
+        async move {
+            let capture = Capture::default();
+            let _logs = tracing::subscriber::set_default(telemetry::subscriber(
+                Format::Json,
+                tracing_subscriber::EnvFilter::new(filter),
+                capture.clone(),
+            ));
+            let answer = t
+                .direct(
+                    "review-batch",
+                    json!({"batchId": batch, "decision": "reject", "note": note}),
+                )
+                .await;
+            (answer, capture.text())
+        }
+    };
+    let (answer, info) = review("info").await;
+    assert!(answer.is_ok());
+    assert!(info.contains("batch reviewed"), "{info}");
+    assert!(!info.contains(note), "{info}");
+    // At debug the note is there for whoever turned debug on.
+    t.db.execute(
+        "UPDATE production_batches SET batch_status = 'needs_review' WHERE id = $1",
+        &[&batch],
+    )
+    .await
+    .unwrap();
+    let (_, debug) = review("debug").await;
+    assert!(debug.contains(note), "{debug}");
 }
