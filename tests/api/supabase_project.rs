@@ -58,6 +58,16 @@ async fn admins_come_from_the_apps_roles_table() {
     let (status, body) = post(&f, &admin, "orchestrate", dry_run.clone()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["dryRun"], true);
+    // The same user with a token for another audience: 401, before any lookup.
+    let elsewhere = token(
+        json!({"aud": "other-app", "role": "authenticated", "sub": ADMIN_USER,
+                                 "exp": now_secs() + 600}),
+    );
+    let (status, body) = post(&f, &elsewhere, "orchestrate", dry_run.clone()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("Token audience is not accepted"))
+    );
     let (status, _) = post(&f, &alice, "orchestrate", dry_run.clone()).await;
     assert_eq!(status, 403, "a retailer is no admin");
 
@@ -199,6 +209,17 @@ async fn the_apps_frontend_places_orders_unchanged() {
         .expect("fillPercentage is a number");
     assert_eq!(format!("{fill:.0}"), "35", "what toFixed(0) shows");
     assert_eq!(data["fillPercentage"], data["batchFillPercentage"]);
+
+    // A retry key the function could not read is refused, not ignored: no second order.
+    let before = owned.su.fingerprint().await;
+    let mut retried = invoke(
+        json!({"productCategory": "t-shirts", "productVariantBase": "v-neck",
+                                    "quantity": 10, "styleDetails": {"variant": "white-l"}}),
+    );
+    retried["headers"]["idempotency-key"] = json!("commande-réessayée");
+    let (status, body) = proxy(&f.invoke(retried).await.unwrap());
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(owned.su.fingerprint().await, before, "nothing written");
 
     // A category with no batch: a new one (the app shows another message).
     let opened = invoke(
