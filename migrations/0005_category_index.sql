@@ -9,7 +9,9 @@ CREATE INDEX IF NOT EXISTS production_batches_filling_by_category_idx
     ON production_batches (product_category)
     WHERE batch_status = 'filling';
 
--- process-order asks whether a batch already has the order's style; this answers it from the index
--- instead of reading every contribution of the batch.
-CREATE INDEX IF NOT EXISTS batch_contributions_batch_variant_idx
-    ON batch_contributions (batch_id, (style_details ->> 'variant'));
+-- The style lookup index of contributions is 0008's, on md5(style_details ->> 'variant').
+-- This file was first released creating a plain (batch_id, style_details ->> 'variant') index
+-- here: a btree entry must fit a page, so one legacy contribution with a variant of a few
+-- kilobytes made it fail and aborted the whole migrate run before 0008 could replace it. A
+-- database that never applied 0005 never builds it now; one that applied the first text is
+-- accepted (its digest is listed as superseded in src/store/migrations.rs) and 0008 drops it.

@@ -37,6 +37,8 @@ pub struct App {
     pub settings: Settings,
     pub auth: Authenticator,
     pub db: Db,
+    /// `migrate`'s connections, as the owner (`MIGRATE_SECRET_ID`); `None`: `db`'s.
+    pub migrate_db: Option<Db>,
     /// Where the outbox goes: EventBridge when `EVENT_BUS_NAME` is set.
     pub events: Option<Box<dyn EventSink>>,
     /// Where the one EMF line per job goes (stdout on Lambda).
@@ -51,6 +53,19 @@ impl App {
             tracing::warn!("AUTH_MODE=none: HTTP requests are NOT authenticated; use this for local development only");
         }
         let db = Db::new(&settings)?;
+        let migrate_db = match (&settings.database_url, &settings.migrate_secret_id) {
+            (None, Some(owner)) => Some(Db::new(&Settings {
+                db_secret_id: Some(owner.clone()),
+                ..settings.clone()
+            })?),
+            (Some(_), Some(_)) => {
+                tracing::warn!(
+                    "MIGRATE_SECRET_ID is ignored: DATABASE_URL is set, and migrate uses it"
+                );
+                None
+            }
+            (_, None) => None,
+        };
         let auth = Authenticator::new(
             &settings,
             SharedSecret::from_settings(&settings, db.secret()),
@@ -66,6 +81,7 @@ impl App {
             settings,
             auth,
             db,
+            migrate_db,
             events,
             metrics: MetricsSink::Stdout,
             cold: AtomicBool::new(true),
@@ -179,12 +195,16 @@ impl App {
             Incoming::Direct(obj) => JobRequest::from_object(obj),
             Incoming::Schedule(detail) => JobRequest::scheduled(detail),
             Incoming::Http(flavour, request) => {
+                // API Gateway stops waiting at 30 s: an HTTP job stops starting work sooner.
+                let budget = Instant::now() + self.settings.http_budget;
                 let (activity, response) = http_api::serve(
                     request,
                     &self.auth,
                     &self.settings.cors_allow_origin,
                     &inv.request_id,
-                    |job, principal| async move { self.run_job(job, &principal, inv).await },
+                    |job, principal| async move {
+                        self.run_job(job, &principal, inv, Some(budget)).await
+                    },
                 )
                 .await;
                 let status = response.status().as_u16();
@@ -193,7 +213,7 @@ impl App {
             }
         };
         // Direct and EventBridge invocations are trusted: IAM already decided.
-        let (activity, result) = self.run_job(trusted, &Principal::Trusted, inv).await;
+        let (activity, result) = self.run_job(trusted, &Principal::Trusted, inv, None).await;
         let answer = match result {
             Ok(v) => Answer::Direct(v),
             Err(e) => Answer::Failed(e),
@@ -202,18 +222,25 @@ impl App {
     }
 
     /// The one road every source ends in: runs the job `request` names for
-    /// `principal` within this invocation's deadline.
+    /// `principal` within this invocation's deadline, and by `stop_by` (an
+    /// HTTP request's budget) when that is sooner.
     async fn run_job(
         &self,
         request: JobRequest,
         principal: &Principal,
         inv: &Invocation,
+        stop_by: Option<Instant>,
     ) -> (Activity, Result<Value, ApiError>) {
+        let deadline = Deadline::new(inv.deadline, self.settings.deadline_margin);
         let ctx = JobContext {
             db: &self.db,
+            migrate_db: self.migrate_db.as_ref().unwrap_or(&self.db),
             settings: &self.settings,
             principal,
-            deadline: Deadline::new(inv.deadline, self.settings.deadline_margin),
+            deadline: match stop_by {
+                Some(at) => deadline.no_later_than(at),
+                None => deadline,
+            },
             outbox: Outbox::new(&self.db, self.events.as_deref()),
         };
         let (job, result) = jobs::run(request, &ctx).await;

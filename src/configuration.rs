@@ -69,7 +69,14 @@ pub struct Settings {
     /// instance's migration; zero means none.
     pub migrate_lock_timeout: Duration,
     pub pool_size: usize,
-    pub pooler: PoolerMode,
+    /// `DB_POOLER`; `None` (unset): transaction mode for Supabase's
+    /// transaction pooler (a host under `pooler.supabase.com` on port 6543),
+    /// session mode otherwise — decided where the host is known
+    /// ([`PoolerMode::for_host`]).
+    pub pooler: Option<PoolerMode>,
+    /// `MIGRATE_SECRET_ID`: the owner's credentials, for `migrate` only; `None`:
+    /// the runtime secret (or `DATABASE_URL`, which wins over both).
+    pub migrate_secret_id: Option<String>,
     pub auth_mode: AuthMode,
     pub jwt_secret: Option<SecretString>,
     /// Where the asymmetric signing keys are and whose tokens they sign
@@ -79,6 +86,17 @@ pub struct Settings {
     pub jwks_min_refetch: Duration,
     /// Anonymous sign-ins (`is_anonymous: true`) may place orders.
     pub allow_anonymous_buyers: bool,
+    /// `ADMIN_ROLE_CLAIM`: the claim whose value `admin` (or a list holding it)
+    /// makes a user an admin, as a path of member names.
+    pub admin_role_claim: Vec<String>,
+    /// `ADMIN_ROLES_TABLE`: the app's roles table; a user with a row
+    /// `role = 'admin'` there is an admin. `None`: no lookup.
+    pub admin_roles_table: Option<QualifiedName>,
+    /// `JWT_AUDIENCE`: a user token that carries `aud` must include it.
+    pub jwt_audience: String,
+    /// `HTTP_BUDGET_MS`: a job invoked over HTTP starts no new work after this
+    /// long (API Gateway stops waiting at 30 s).
+    pub http_budget: Duration,
     pub orchestrate_lookahead_hours: i32,
     pub orchestrate_chunk_size: i64,
     pub batch_window_days: i32,
@@ -97,6 +115,116 @@ pub struct Settings {
     pub order_publish_budget: Duration,
     /// How long a `publish-events` run may deliver (also bounded by the Lambda deadline).
     pub publish_job_budget: Duration,
+}
+
+impl PoolerMode {
+    /// What `DB_POOLER` unset means for a connection to `host:port`: Supabase's
+    /// Supavisor answers in transaction mode on port 6543 of its
+    /// `*.pooler.supabase.com` hosts (and in session mode on 5432).
+    pub fn for_host(host: &str, port: u16) -> Self {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if port == 6543 && host.ends_with(".pooler.supabase.com") {
+            PoolerMode::Transaction
+        } else {
+            PoolerMode::Session
+        }
+    }
+}
+
+/// The default `ADMIN_ROLE_CLAIM`: where Supabase keeps what only the server may set.
+pub const DEFAULT_ADMIN_ROLE_CLAIM: &str = "app_metadata.role";
+
+/// A dotted claim path: `app_metadata.role` is the member `role` of the claim
+/// `app_metadata`. No part may be empty.
+fn claim_path(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let parts: Vec<String> = raw.trim().split('.').map(str::to_owned).collect();
+    if parts.iter().any(|p| p.trim().is_empty() || p.trim() != p) {
+        return Err(ConfigError(format!(
+            "ADMIN_ROLE_CLAIM must be a dotted claim path such as app_metadata.role or user_role, not {raw:?}"
+        )));
+    }
+    Ok(parts)
+}
+
+/// A table named by configuration, qualified by its schema (`public.user_roles`,
+/// `"My Schema"."Roles"`), as Postgres reads a name: unquoted parts fold to
+/// lower case, quoted parts are kept exactly (`""` is a quote). It is
+/// configuration, never request data, and it reaches SQL only through
+/// [`QualifiedName::quoted`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QualifiedName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl QualifiedName {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = raw.trim();
+        loop {
+            let (part, after) = identifier(rest)?;
+            parts.push(part);
+            match after.strip_prefix('.') {
+                Some(next) => rest = next,
+                None if after.is_empty() => break,
+                None => return Err(format!("unexpected {:?}", after)),
+            }
+        }
+        match <[String; 2]>::try_from(parts) {
+            Ok([schema, name]) => Ok(QualifiedName { schema, name }),
+            Err(parts) => Err(format!(
+                "{} part(s) where schema.table has two",
+                parts.len()
+            )),
+        }
+    }
+
+    /// `"schema"."name"`, each part quoted as Postgres quotes identifiers.
+    pub fn quoted(&self) -> String {
+        let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        format!("{}.{}", quote(&self.schema), quote(&self.name))
+    }
+}
+
+impl std::fmt::Display for QualifiedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.quoted())
+    }
+}
+
+/// One identifier at the start of `s` and what follows it.
+fn identifier(s: &str) -> Result<(String, &str), String> {
+    if let Some(quoted) = s.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = quoted.char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c != '"' {
+                out.push(c);
+                continue;
+            }
+            if quoted[i + 1..].starts_with('"') {
+                out.push('"');
+                chars.next();
+                continue;
+            }
+            if out.is_empty() || out.contains('\0') {
+                return Err("an empty or invalid quoted identifier".into());
+            }
+            return Ok((out, &quoted[i + 1..]));
+        }
+        return Err("an unclosed quote".into());
+    }
+    let end = s
+        .char_indices()
+        .find(|&(i, c)| {
+            !(c == '_' || c.is_ascii_alphabetic() || (i > 0 && (c.is_ascii_digit() || c == '$')))
+        })
+        .map(|(i, _)| i)
+        .unwrap_or(s.len());
+    if end == 0 || end > 63 {
+        return Err("each part must be an identifier (letters, digits, _ and $, not starting with a digit) or a quoted one".into());
+    }
+    Ok((s[..end].to_ascii_lowercase(), &s[end..]))
 }
 
 /// The JWKS endpoint and the issuer its keys sign for.
@@ -137,9 +265,9 @@ impl Settings {
             ));
         }
         let pooler = match get("DB_POOLER").as_deref().map(str::to_ascii_lowercase) {
-            None => PoolerMode::Session,
-            Some(v) if v == "session" || v == "none" => PoolerMode::Session,
-            Some(v) if v == "transaction" => PoolerMode::Transaction,
+            None => None,
+            Some(v) if v == "session" || v == "none" => Some(PoolerMode::Session),
+            Some(v) if v == "transaction" => Some(PoolerMode::Transaction),
             Some(v) => {
                 return Err(ConfigError(format!(
                     "DB_POOLER must be transaction or session, not {v}"
@@ -189,6 +317,7 @@ impl Settings {
             )?),
             pool_size: number(&get, "DB_POOL_SIZE", 2, 1, 100)?,
             pooler,
+            migrate_secret_id: get("MIGRATE_SECRET_ID").map(|v| v.trim().to_owned()),
             auth_mode,
             jwt_secret: get("JWT_SECRET").map(SecretString::from),
             jwks: jwks_settings(&get)?,
@@ -200,6 +329,24 @@ impl Settings {
                 3600,
             )?),
             allow_anonymous_buyers: boolean(&get, "ALLOW_ANONYMOUS_BUYERS")?,
+            admin_role_claim: claim_path(
+                get("ADMIN_ROLE_CLAIM")
+                    .as_deref()
+                    .unwrap_or(DEFAULT_ADMIN_ROLE_CLAIM),
+            )?,
+            admin_roles_table: match get("ADMIN_ROLES_TABLE") {
+                None => None,
+                Some(v) => Some(QualifiedName::parse(&v).map_err(|why| {
+                    ConfigError(format!(
+                        "ADMIN_ROLES_TABLE must be a table name qualified by its schema, such as \
+                         public.user_roles: {why}"
+                    ))
+                })?),
+            },
+            jwt_audience: get("JWT_AUDIENCE")
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|| "authenticated".to_owned()),
+            http_budget: Duration::from_millis(number(&get, "HTTP_BUDGET_MS", 25_000, 0, 900_000)?),
             orchestrate_lookahead_hours: number(
                 &get,
                 "ORCHESTRATE_LOOKAHEAD_HOURS",
@@ -360,7 +507,96 @@ mod tests {
         assert_eq!(s.deadline_margin, Duration::from_millis(2000));
         assert_eq!(s.cors_allow_origin, "*");
         assert_eq!(s.auth_mode, AuthMode::Jwt);
-        assert_eq!(s.pooler, PoolerMode::Session);
+        assert_eq!(s.pooler, None, "decided by the host");
+        assert_eq!(s.admin_role_claim, ["app_metadata", "role"]);
+        assert_eq!(s.admin_roles_table, None);
+        assert_eq!(s.jwt_audience, "authenticated");
+        assert_eq!(s.http_budget, Duration::from_millis(25_000));
+        assert_eq!(s.migrate_secret_id, None);
+    }
+
+    #[test]
+    fn the_supabase_transaction_pooler_is_recognised_by_host_and_port() {
+        let cases = [
+            (
+                "aws-0-eu-central-1.pooler.supabase.com",
+                6543,
+                PoolerMode::Transaction,
+            ),
+            (
+                "AWS-1-US-EAST-1.POOLER.SUPABASE.COM.",
+                6543,
+                PoolerMode::Transaction,
+            ),
+            (
+                "aws-0-eu-central-1.pooler.supabase.com",
+                5432,
+                PoolerMode::Session,
+            ),
+            (
+                "db.abcdefghijklmnopqrst.supabase.co",
+                6543,
+                PoolerMode::Session,
+            ),
+            (
+                "pooler.supabase.com.evil.example",
+                6543,
+                PoolerMode::Session,
+            ),
+            ("127.0.0.1", 6543, PoolerMode::Session),
+        ];
+        for (host, port, mode) in cases {
+            assert_eq!(PoolerMode::for_host(host, port), mode, "{host}:{port}");
+        }
+        assert_eq!(
+            settings(&[("DB_POOLER", "session")]).unwrap().pooler,
+            Some(PoolerMode::Session)
+        );
+    }
+
+    #[test]
+    fn table_names_are_qualified_identifiers_and_come_out_quoted() {
+        let ok = [
+            ("public.user_roles", "\"public\".\"user_roles\""),
+            (" Public.User_Roles ", "\"public\".\"user_roles\""),
+            ("\"My Schema\".\"Roles\"", "\"My Schema\".\"Roles\""),
+            ("app.\"a\"\"b\"", "\"app\".\"a\"\"b\""),
+            ("s1.t$2", "\"s1\".\"t$2\""),
+        ];
+        for (raw, quoted) in ok {
+            assert_eq!(QualifiedName::parse(raw).unwrap().quoted(), quoted, "{raw}");
+        }
+        for bad in [
+            "user_roles",
+            "a.b.c",
+            "public.user_roles; DROP TABLE orders",
+            "public.",
+            ".x",
+            "public.\"open",
+            "public.\"\"",
+            "1abc.t",
+            "public.user-roles",
+        ] {
+            assert!(QualifiedName::parse(bad).is_err(), "{bad}");
+            let err = settings(&[("ADMIN_ROLES_TABLE", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("ADMIN_ROLES_TABLE"), "{err}");
+        }
+    }
+
+    #[test]
+    fn admin_role_claims_are_dotted_paths() {
+        let s = settings(&[("ADMIN_ROLE_CLAIM", "user_role")]).unwrap();
+        assert_eq!(s.admin_role_claim, ["user_role"]);
+        let s = settings(&[("ADMIN_ROLE_CLAIM", "a.b.c")]).unwrap();
+        assert_eq!(s.admin_role_claim, ["a", "b", "c"]);
+        for bad in ["a..b", ".a", "a.", "a. b"] {
+            let err = settings(&[("ADMIN_ROLE_CLAIM", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("ADMIN_ROLE_CLAIM"), "{err}");
+        }
     }
 
     #[test]
@@ -376,6 +612,8 @@ mod tests {
             ("DB_STATEMENT_TIMEOUT_MS", "5"),
             ("ALLOW_ANONYMOUS_BUYERS", "maybe"),
             ("JWKS_MIN_REFETCH_SECS", "0"),
+            ("HTTP_BUDGET_MS", "-1"),
+            ("HTTP_BUDGET_MS", "1000000"),
         ] {
             let err = settings(&[(k, v)]).unwrap_err().to_string();
             assert!(err.contains(k), "{err}");

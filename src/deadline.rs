@@ -17,7 +17,39 @@ impl Deadline {
         }
     }
 
+    /// The same deadline, brought forward to `at` when that is sooner: a job
+    /// called over HTTP stops by `HTTP_BUDGET_MS`, however long Lambda would
+    /// let it run (API Gateway stops waiting at 30 s).
+    pub fn no_later_than(self, at: Instant) -> Self {
+        Deadline {
+            stop_at: Some(self.stop_at.map_or(at, |t| t.min(at))),
+        }
+    }
+
     pub fn reached(&self) -> bool {
         self.stop_at.is_some_and(|t| Instant::now() >= t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_brings_the_deadline_forward_never_back() {
+        let now = Instant::now();
+        let far = now + Duration::from_secs(600);
+        assert!(Deadline::new(None, Duration::ZERO)
+            .no_later_than(now)
+            .reached());
+        assert!(Deadline::new(Some(far), Duration::ZERO)
+            .no_later_than(now)
+            .reached());
+        assert!(!Deadline::new(Some(far), Duration::ZERO)
+            .no_later_than(far + Duration::from_secs(600))
+            .reached());
+        assert!(Deadline::new(Some(now), Duration::ZERO)
+            .no_later_than(far)
+            .reached());
     }
 }

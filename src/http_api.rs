@@ -7,7 +7,8 @@
 //! 4. the body: over 64 KiB is a 413 (before the caller is authenticated);
 //! 5. who is calling ([`Authenticator::authenticate`]): 401, 503;
 //! 6. the body as a job request (`{"jobType", "data"}`): 400, an unknown job 400;
-//! 7. the `Idempotency-Key` header into `data.idempotencyKey`: 400 on a mismatch;
+//! 7. the `Idempotency-Key` header into `data.idempotencyKey`: 400 when it is
+//!    not 1 to 255 printable ASCII characters, or differs from the body's;
 //! 8. the job, by the same road as every other source (the `run` it is given).
 //!
 //! Every answer, errors included, is JSON with the CORS headers; errors have
@@ -105,14 +106,39 @@ async fn accept(
     };
     // An unknown job is the caller's first mistake, before anything in its data.
     Job::find(job.job_type.as_ref())?;
-    if let Some(key) = request
-        .headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-    {
-        merge_idempotency_key(&mut job.data, key)?;
+    if let Some(key) = idempotency_header(request.headers())? {
+        merge_idempotency_key(&mut job.data, &key)?;
     }
     Ok((job, principal))
+}
+
+/// Longest `Idempotency-Key` header accepted.
+pub const MAX_IDEMPOTENCY_HEADER_CHARS: usize = 255;
+
+/// The `Idempotency-Key` header, when one was sent: 1 to
+/// [`MAX_IDEMPOTENCY_HEADER_CHARS`] printable ASCII characters, else a 400 —
+/// never ignored, or a retry the function could not recognise would become a
+/// second order. Sent twice, both must agree.
+fn idempotency_header(headers: &http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    let key = first.as_bytes();
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_HEADER_CHARS
+        || !key.iter().all(|b| (0x20..=0x7e).contains(b))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_HEADER_CHARS} printable ASCII characters"
+        )));
+    }
+    if values.any(|other| other != first) {
+        return Err(ApiError::BadRequest(
+            "Idempotency-Key is given more than once, with different values".into(),
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(key).into_owned()))
 }
 
 /// The `Idempotency-Key` header means `data.idempotencyKey` (behaviour §2);
@@ -167,6 +193,45 @@ fn respond(status: StatusCode, body: Option<String>, origin: &str) -> HttpRespon
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn idempotency_headers_are_printable_ascii_of_at_most_255() {
+        let header = |values: &[&[u8]]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(
+                    "idempotency-key",
+                    HeaderValue::from_bytes(v).expect("a header value"),
+                );
+            }
+            idempotency_header(&h)
+        };
+        assert_eq!(header(&[]).unwrap(), None);
+        assert_eq!(
+            header(&[b"order-1 try 2"]).unwrap().as_deref(),
+            Some("order-1 try 2")
+        );
+        let longest = "k".repeat(255);
+        assert_eq!(
+            header(&[longest.as_bytes()]).unwrap(),
+            Some(longest.clone())
+        );
+        assert_eq!(
+            header(&[b"same", b"same"]).unwrap().as_deref(),
+            Some("same")
+        );
+        let too_long = "k".repeat(256);
+        let bad: [&[&[u8]]; 5] = [
+            &[too_long.as_bytes()],
+            &[b"caf\xc3\xa9"],
+            &[b"tab\there"],
+            &[b""],
+            &[b"one", b"two"],
+        ];
+        for bad in bad {
+            assert_eq!(header(bad).unwrap_err().status(), 400, "{bad:?}");
+        }
+    }
 
     #[test]
     fn idempotency_header_fills_or_must_match_the_body() {

@@ -46,7 +46,9 @@ pub const LEEWAY_SECS: u64 = 30;
 pub enum Principal {
     /// A direct or EventBridge invocation.
     Trusted,
-    /// `role: service_role` or `app_metadata.role: admin`. `user_id` is `sub` when it is a UUID.
+    /// `role: service_role`, a user whose `ADMIN_ROLE_CLAIM` says `admin`, or
+    /// (decided by the job runner, only when a job needs it) a buyer the
+    /// `ADMIN_ROLES_TABLE` names an admin. `user_id` is `sub` when it is a UUID.
     Admin { user_id: Option<Uuid> },
     /// `role: authenticated`: a buyer, acting for `sub`.
     Buyer { user_id: Uuid },
@@ -113,6 +115,10 @@ impl SharedSecret {
 pub struct Authenticator {
     mode: AuthMode,
     allow_anonymous_buyers: bool,
+    /// `ADMIN_ROLE_CLAIM`, as a path of member names.
+    admin_claim: Vec<String>,
+    /// `JWT_AUDIENCE`.
+    audience: String,
     shared_secret: SharedSecret,
     jwks: Option<(Jwks, String)>,
 }
@@ -123,6 +129,8 @@ impl Authenticator {
         Authenticator {
             mode: settings.auth_mode,
             allow_anonymous_buyers: settings.allow_anonymous_buyers,
+            admin_claim: settings.admin_role_claim.clone(),
+            audience: settings.jwt_audience.clone(),
             shared_secret,
             jwks: settings.jwks.as_ref().map(|j| {
                 (
@@ -203,16 +211,27 @@ impl Authenticator {
         self.principal(&claims)
     }
 
-    /// Maps verified claims to a principal (behaviour §3 roles).
+    /// Maps verified claims to a principal (behaviour §3 roles). A user token
+    /// that names an audience must name `JWT_AUDIENCE` among them; the
+    /// `service_role` key is exempt (Supabase's legacy one has no `aud`).
+    /// Whether the app's roles table makes a buyer an admin is not asked
+    /// here: only a job that needs an admin asks (`jobs::run`).
     pub fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, ApiError> {
         let role = claims::string(claims, "role");
         let sub = claims::string(claims, "sub");
-        if role == Some("service_role")
-            || claims::member(claims, "app_metadata", "role").as_deref() == Some("admin")
-        {
-            return Ok(Principal::Admin {
-                user_id: sub.and_then(|s| Uuid::parse_str(s).ok()),
-            });
+        let admin = || Principal::Admin {
+            user_id: sub.and_then(|s| Uuid::parse_str(s).ok()),
+        };
+        if role == Some("service_role") {
+            return Ok(admin());
+        }
+        if let Some(aud) = claims.get("aud") {
+            if !claims::strings(aud).contains(&self.audience) {
+                return Err(unauthorized("Token audience is not accepted"));
+            }
+        }
+        if claims::holds(claims, &self.admin_claim, "admin") {
+            return Ok(admin());
         }
         if role == Some("authenticated") {
             let user_id = sub
@@ -259,8 +278,8 @@ fn unauthorized(msg: &str) -> ApiError {
 }
 
 /// One algorithm; `exp` required; `nbf` honoured; `iss` for key-set tokens.
-/// `aud` is not checked: roles, not audiences, decide here (Supabase puts
-/// `authenticated` in every user token).
+/// `aud` is checked after, with the roles ([`Authenticator::principal`]):
+/// the `service_role` key carries none and is exempt.
 fn validation(algorithm: Algorithm, issuer: Option<&str>) -> Validation {
     let mut v = Validation::new(algorithm);
     v.validate_exp = true;
@@ -349,6 +368,24 @@ mod tests {
         }
         let err = auth.principal(&claims(json!({"role": "authenticated", "sub": "x"})));
         assert_eq!(err.unwrap_err().status(), 401);
+        // The admin claim is configurable; the default one then means nothing.
+        let hooked = authenticator(&[("ADMIN_ROLE_CLAIM", "user_role")]);
+        assert_eq!(
+            hooked
+                .principal(&claims(
+                    json!({"role": "authenticated", "sub": user, "user_role": "admin"})
+                ))
+                .unwrap(),
+            Principal::Admin { user_id: Some(uid) }
+        );
+        assert_eq!(
+            hooked
+                .principal(&claims(
+                    json!({"role": "authenticated", "sub": user, "app_metadata": {"role": "admin"}})
+                ))
+                .unwrap(),
+            Principal::Buyer { user_id: uid }
+        );
         let open = authenticator(&[("ALLOW_ANONYMOUS_BUYERS", "true")]);
         assert_eq!(
             open.principal(&claims(
@@ -356,6 +393,61 @@ mod tests {
             ))
             .unwrap(),
             Principal::Buyer { user_id: uid }
+        );
+    }
+
+    #[test]
+    fn a_user_token_naming_an_audience_must_name_ours() {
+        let user = "550e8400-e29b-41d4-a716-446655440000";
+        let uid = Uuid::parse_str(user).unwrap();
+        let auth = authenticator(&[]);
+        let buyer = |aud: Value| claims(json!({"role": "authenticated", "sub": user, "aud": aud}));
+        assert_eq!(
+            auth.principal(&buyer(json!("authenticated"))).unwrap(),
+            Principal::Buyer { user_id: uid }
+        );
+        assert_eq!(
+            auth.principal(&buyer(json!(["other", "authenticated"])))
+                .unwrap(),
+            Principal::Buyer { user_id: uid }
+        );
+        assert_eq!(
+            auth.principal(&buyer(json!("[other authenticated]")))
+                .unwrap(),
+            Principal::Buyer { user_id: uid },
+            "API Gateway's rendering of a list"
+        );
+        for bad in [json!("other"), json!(["a", "b"]), json!(7), json!("")] {
+            let err = auth.principal(&buyer(bad.clone())).unwrap_err();
+            assert_eq!(err.status(), 401, "{bad}");
+            assert_eq!(err.to_string(), "Token audience is not accepted");
+        }
+        // An admin by claim needs the audience too; the service key does not.
+        let err = auth
+            .principal(&claims(
+                json!({"role": "authenticated", "sub": user, "aud": "x",
+                                      "app_metadata": {"role": "admin"}}),
+            ))
+            .unwrap_err();
+        assert_eq!(err.status(), 401);
+        assert_eq!(
+            auth.principal(&claims(json!({"role": "service_role", "aud": "x"})))
+                .unwrap(),
+            Principal::Admin { user_id: None }
+        );
+        // No `aud` at all (the anon key): nothing to check.
+        assert_eq!(
+            auth.principal(&claims(json!({"role": "anon"}))).unwrap(),
+            Principal::NoRole
+        );
+        let custom = authenticator(&[("JWT_AUDIENCE", "shop")]);
+        assert!(custom.principal(&buyer(json!("shop"))).is_ok());
+        assert_eq!(
+            custom
+                .principal(&buyer(json!("authenticated")))
+                .unwrap_err()
+                .status(),
+            401
         );
     }
 

@@ -24,6 +24,11 @@ pub struct MigrateResponse {
     pub success: bool,
     pub applied: Vec<String>,
     pub already_applied: usize,
+    /// What the operator must read (behaviour §4.3): tables the public API
+    /// roles reach with row-level security off, and every grant or policy
+    /// letting them write what money is computed from. Also logged, each as
+    /// a WARNING.
+    pub warnings: Vec<String>,
 }
 
 impl Run for MigrateRequest {
@@ -35,8 +40,9 @@ impl Run for MigrateRequest {
     }
 }
 
+/// Runs as the owner: on `MIGRATE_SECRET_ID`'s connections when it is set.
 pub async fn run(ctx: &JobContext<'_>) -> Result<MigrateResponse, ApiError> {
-    let conn = ctx.db.get().await?;
+    let conn = ctx.migrate_db.get().await?;
     let timeouts = migrations::Timeouts {
         statement: ctx.settings.migrate_statement_timeout,
         lock: ctx.settings.migrate_lock_timeout,
@@ -53,5 +59,6 @@ pub async fn run(ctx: &JobContext<'_>) -> Result<MigrateResponse, ApiError> {
         success: true,
         applied: report.applied,
         already_applied: report.already_applied,
+        warnings: report.warnings,
     })
 }

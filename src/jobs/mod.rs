@@ -4,8 +4,9 @@
 //! field), then runs it and hands back a [`Report`]: its answer, what it did
 //! (counts) and what it asks to be delivered after its commit, within which
 //! budget. [`run`] is the one road every source ends in: it finds the job,
-//! checks who may run it, parses, runs, and delivers what the job asked — the
-//! same way for every job. Jobs know nothing of AWS: the event adapter and
+//! checks who may run it ([`admit`]: the app's roles table is asked here,
+//! only when a buyer asks for what only an admin may do), parses, runs, and
+//! delivers what the job asked — the same way for every job. Jobs know nothing of AWS: the event adapter and
 //! the HTTP front hand them a principal, a deadline and the database, and
 //! shape whatever they answer.
 //!
@@ -25,13 +26,15 @@ use std::pin::Pin;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use uuid::Uuid;
+
 use crate::auth::Principal;
-use crate::configuration::Settings;
+use crate::configuration::{QualifiedName, Settings};
 use crate::deadline::Deadline;
 use crate::domain::{Counts, Delivery};
 use crate::error::ApiError;
 use crate::outbox::{Ask, Outbox};
-use crate::store::{Db, StoreError};
+use crate::store::{roles, Db, StoreError};
 use input::Data;
 
 /// Every job, by wire name. Adding a job: its file, and one line here.
@@ -87,9 +90,11 @@ pub enum Access {
     Trusted,
     /// Admins (and trusted sources).
     Admins,
-    /// Admins and buyers. Whether a buyer may act for another buyer is the
-    /// job's own rule: it knows the request.
-    Buyers,
+    /// Admins and buyers. `acting_for` names the field of `data` saying whom
+    /// the request acts for (absent: the buyer); a buyer acting for someone
+    /// else needs to be an admin. The job's parser enforces it (it knows the
+    /// request); [`admit`] uses the name to ask the roles table first.
+    Buyers { acting_for: &'static str },
 }
 
 /// Whether `principal` may run `job` at all.
@@ -103,8 +108,8 @@ pub fn authorize(job: &Job, principal: &Principal) -> Result<(), ApiError> {
             )))
         }
         (_, Principal::Admin { .. }) => true,
-        (Access::Buyers, Principal::Buyer { .. }) => true,
-        (Access::Buyers, Principal::Anonymous) => {
+        (Access::Buyers { .. }, Principal::Buyer { .. }) => true,
+        (Access::Buyers { .. }, Principal::Anonymous) => {
             return Err(ApiError::Forbidden(
                 "Anonymous users may not place orders".into(),
             ))
@@ -129,9 +134,68 @@ pub trait Run: Send + std::fmt::Debug {
         -> BoxFuture<'a, Result<Report, ApiError>>;
 }
 
+/// A buyer asking for what only an admin may do — a job of admins, or
+/// acting for someone else — is an admin when the app's roles table
+/// (`ADMIN_ROLES_TABLE`) says so: this is the user to look up, if any.
+fn wants_admin(job: &Job, data: Option<&Value>, principal: &Principal) -> Option<Uuid> {
+    let Principal::Buyer { user_id } = principal else {
+        return None;
+    };
+    match job.access {
+        Access::Admins => Some(*user_id),
+        Access::Buyers { acting_for } => data
+            .and_then(|d| d.get(acting_for))
+            .and_then(Value::as_str)
+            .and_then(|s| Uuid::parse_str(s.trim()).ok())
+            .filter(|other| other != user_id)
+            .map(|_| *user_id),
+        Access::Trusted => None,
+    }
+}
+
+/// Who runs `job`: the caller, when they may ([`authorize`]); a buyer the
+/// app's roles table names an admin, as an admin, when the job needs one
+/// ([`wants_admin`]). The table is asked then only — one indexed statement on
+/// a connection of the job's pool, given back before the job takes its own,
+/// never cached (a revoked row counts from the next request); an outage is
+/// a 503.
+async fn admit(
+    job: &Job,
+    data: Option<&Value>,
+    ctx: &JobContext<'_>,
+) -> Result<Principal, ApiError> {
+    if let (Some(user), Some(table)) = (
+        wants_admin(job, data, ctx.principal),
+        &ctx.settings.admin_roles_table,
+    ) {
+        if is_table_admin(ctx.db, table, user).await? {
+            let admin = Principal::Admin {
+                user_id: Some(user),
+            };
+            authorize(job, &admin)?;
+            return Ok(admin);
+        }
+    }
+    authorize(job, ctx.principal)?;
+    Ok(ctx.principal.clone())
+}
+
+async fn is_table_admin(db: &Db, table: &QualifiedName, user: Uuid) -> Result<bool, ApiError> {
+    let conn = db.get().await?;
+    roles::is_admin(&conn.sql(), table, user)
+        .await
+        .map_err(|e| match e.outage() {
+            Some(_) => e.into(),
+            // The table, its columns or the role's SELECT on it: the operator's to fix.
+            None => ApiError::Internal(format!("looking up ADMIN_ROLES_TABLE {table}: {e}")),
+        })
+}
+
 /// What a job gets to work with.
 pub struct JobContext<'a> {
     pub db: &'a Db,
+    /// The owner's connections (`MIGRATE_SECRET_ID`), for `migrate`; `db` when unset.
+    pub migrate_db: &'a Db,
     pub settings: &'a Settings,
     pub principal: &'a Principal,
     pub deadline: Deadline,
@@ -238,10 +302,13 @@ async fn run_found(
     data: Option<&Value>,
     ctx: &JobContext<'_>,
 ) -> Result<Report, ApiError> {
-    // At info, only what is not personal: the job, its plain fields, and
-    // which keys were sent. The whole request, masked by the log writer,
-    // only at debug (behaviour §9): free-form buyer data stays out of
-    // production logs.
+    let principal = admit(job, data, ctx).await?;
+    // Only once the caller may run the job (a refused request is logged as
+    // its job and the reason: anyone holding a token, the public anon key
+    // included, must not write what they like into the logs). At info, only
+    // what is not personal: the job, its plain fields, and which keys were
+    // sent. The whole request, masked by the log writer, only at debug
+    // (behaviour §9): free-form buyer data stays out of production logs.
     tracing::info!(
         jobType = job.name,
         request = %request_summary(data),
@@ -252,8 +319,11 @@ async fn run_found(
         request = %data.map(serde_json::Value::to_string).unwrap_or_default(),
         "job request (whole)"
     );
-    authorize(job, ctx.principal)?;
-    let request = (job.parse)(&Data::new(data)?, ctx.principal)?;
+    let ctx = &JobContext {
+        principal: &principal,
+        ..*ctx
+    };
+    let request = (job.parse)(&Data::new(data)?, &principal)?;
     let mut report = request.run(ctx).await?;
     if let Some(ask) = report.deliver.take() {
         if let Some(delivery) = ctx.outbox.after_job(ask, ctx.deadline).await {
@@ -370,6 +440,56 @@ mod tests {
                 .to_string(),
             "migrate is accepted only by direct invocation"
         );
+    }
+
+    #[test]
+    fn only_a_buyer_asking_for_an_admins_work_is_looked_up() {
+        let me = Uuid::from_u128(1);
+        let other = Uuid::from_u128(2);
+        let buyer = Principal::Buyer { user_id: me };
+        let order = |buyer_id: Value| json!({"buyerId": buyer_id, "quantity": 1});
+        let cases = [
+            ("orchestrate", buyer.clone(), None, Some(me)),
+            ("review-batch", buyer.clone(), None, Some(me)),
+            ("publish-events", buyer.clone(), None, Some(me)),
+            ("migrate", buyer.clone(), None, None),
+            (
+                "process-order",
+                buyer.clone(),
+                Some(order(json!(other))),
+                Some(me),
+            ),
+            ("process-order", buyer.clone(), Some(order(json!(me))), None),
+            (
+                "process-order",
+                buyer.clone(),
+                Some(order(Value::Null)),
+                None,
+            ),
+            (
+                "process-order",
+                buyer.clone(),
+                Some(order(json!("not a uuid"))),
+                None,
+            ),
+            ("process-order", buyer.clone(), None, None),
+            (
+                "orchestrate",
+                Principal::Admin { user_id: Some(me) },
+                None,
+                None,
+            ),
+            ("orchestrate", Principal::Anonymous, None, None),
+            ("orchestrate", Principal::NoRole, None, None),
+            ("orchestrate", Principal::Trusted, None, None),
+        ];
+        for (name, p, data, expected) in cases {
+            assert_eq!(
+                wants_admin(job(name), data.as_ref(), &p),
+                expected,
+                "{name} {p:?} {data:?}"
+            );
+        }
     }
 
     #[test]

@@ -37,7 +37,9 @@ use tokio_postgres::error::SqlState;
 
 pub const JOB: Job = Job {
     name: "process-order",
-    access: Access::Buyers,
+    access: Access::Buyers {
+        acting_for: "buyerId",
+    },
     plain_fields: &["productCategory", "productVariantBase", "quantity"],
     parse: |data, principal| Ok(Box::new(ProcessOrderRequest::parse(data, principal)?)),
 };
@@ -159,6 +161,10 @@ pub struct ProcessOrderResponse {
     pub savings: Savings,
     #[serde(with = "rust_decimal::serde::float")]
     pub batch_fill_percentage: Decimal,
+    /// The same value again: the app's own frontend (`useCreateAggregatedOrder`)
+    /// reads `fillPercentage` when an order joins an existing batch.
+    #[serde(with = "rust_decimal::serde::float")]
+    pub fill_percentage: Decimal,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -340,6 +346,11 @@ async fn prepare(
                 Some((request, mut response)) if request == req.fingerprint() => {
                     if let Value::Object(map) = &mut response {
                         map.insert("idempotentReplay".into(), Value::Bool(true));
+                        // Answers recorded before `fillPercentage` was sent have only
+                        // `batchFillPercentage`: the same value, so the app reads it too.
+                        if let Some(fill) = map.get("batchFillPercentage").cloned() {
+                            map.entry("fillPercentage").or_insert(fill);
+                        }
                     }
                     Ok(Prepared::Replay(response))
                 }
@@ -378,6 +389,7 @@ async fn prepare(
         pricing: Pricing::of(&quote),
         savings: Savings::of(&quote),
         batch_fill_percentage: fill_after.percentage(),
+        fill_percentage: fill_after.percentage(),
     };
     let response = serde_json::to_value(&response)
         .map_err(|e| ApiError::Internal(format!("serialize response: {e}")))?;

@@ -43,6 +43,10 @@ pub struct PublishEventsResponse {
     pub pending: u64,
     /// `false` when `EVENT_BUS_NAME` is unset: nothing is sent.
     pub delivery_enabled: bool,
+    /// Rows are left that another run would send (it stopped at its limit,
+    /// its budget — `HTTP_BUDGET_MS` over HTTP — or the deadline, or
+    /// EventBridge refused some).
+    pub has_more: bool,
 }
 
 impl Run for PublishEventsRequest {
@@ -67,6 +71,7 @@ impl Run for PublishEventsRequest {
                 failed: delivery.failed,
                 pending: delivery.pending,
                 delivery_enabled: ctx.outbox.enabled(),
+                has_more: ctx.outbox.enabled() && delivery.pending > 0,
             };
             Ok(Report::answer(answer)?.delivered(delivery))
         })

@@ -168,7 +168,9 @@ pub async fn run(
             Ok(result)
         })
         .await?;
-    tracing::info!(batchId = %req.batch_id, decision = ?req.decision, note = req.note.as_deref().unwrap_or(""), "batch reviewed");
+    // The note is what an admin typed: at debug only (behaviour §9).
+    tracing::info!(batchId = %req.batch_id, decision = ?req.decision, "batch reviewed");
+    tracing::debug!(batchId = %req.batch_id, note = req.note.as_deref().unwrap_or(""), "review note");
     let mut results = Results::default();
     results.push(result);
     Ok(results.into_response(1, false, false))

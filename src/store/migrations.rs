@@ -12,23 +12,46 @@
 //! refuses, naming the migration, and changes nothing (the database would
 //! otherwise hold a schema no file describes). Rows recorded before digests
 //! existed get theirs on the next run, from the text of that binary.
+//!
+//! **Superseded texts.** Rarely, a migration's text must change for databases
+//! that have not applied it yet — because what it did cannot be undone by a
+//! later migration before it hurts (0005 built an index that a long legacy
+//! value makes fail, aborting the whole run before 0008 could replace it).
+//! Then the digest of every text it was ever released with is listed in its
+//! [`Migration::superseded`], with why: a database that applied one of those
+//! is accepted (its record keeps the digest of what it really applied), and
+//! any other difference is still refused. The list is explicit, so editing a
+//! migration stays a decision written down, never an accident.
+//!
+//! **Privileges.** Around the migrations, the runner makes private every
+//! relation the run creates and gives every relation it recreates exactly
+//! its former grants ([`super::privileges`]); after them it collects the
+//! warnings an operator must read (the answer's `warnings`, each also logged
+//! as a WARNING).
 
 use tokio_postgres::types::Type;
 
-use super::{Conn, StoreError};
+use super::{privileges, Conn, StoreError};
 
 pub struct Migration {
     pub version: i64,
     pub name: &'static str,
     pub sql: &'static str,
+    /// sha256 digests of earlier texts of this migration that databases may
+    /// have applied and that are accepted as applied (see the module doc).
+    pub superseded: &'static [&'static str],
 }
 
 macro_rules! migration {
     ($version:literal, $name:literal) => {
+        migration!($version, $name, superseded: [])
+    };
+    ($version:literal, $name:literal, superseded: [$($old:literal),*]) => {
         Migration {
             version: $version,
             name: $name,
             sql: include_str!(concat!("../../migrations/", $name, ".sql")),
+            superseded: &[$($old),*],
         }
     };
 }
@@ -39,7 +62,12 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_adopt_original"),
     migration!(3, "0003_batch_events"),
     migration!(4, "0004_order_idempotency"),
-    migration!(5, "0005_category_index"),
+    // Released until issue 20 with a plain (batch_id, style_details ->> 'variant')
+    // index, which a legacy variant of a few kilobytes makes fail (0008 replaces
+    // it with an md5 one); databases that applied that text are accepted.
+    migration!(5, "0005_category_index", superseded: [
+        "b3716b3115419ab258e039e147eed0a28e1f3cec67043809ae7548697faf1324"
+    ]),
     migration!(6, "0006_nearing_target_flag"),
     migration!(7, "0007_idempotency_per_buyer"),
     migration!(8, "0008_adopt_live"),
@@ -53,6 +81,8 @@ const LOCK_KEY: i64 = 0x6261_7463_6870_726f;
 pub struct MigrationReport {
     pub applied: Vec<String>,
     pub already_applied: usize,
+    /// What the operator must read ([`super::privileges::warnings`]).
+    pub warnings: Vec<String>,
 }
 
 /// Timeouts of the migration transaction. A job's 10 s timeouts do not fit:
@@ -106,6 +136,8 @@ pub async fn run(conn: &Conn, timeouts: Timeouts) -> Result<MigrationReport, Mig
             &[(&LOCK_KEY, Type::INT8)],
         )
         .await?;
+        // Before anything is created (the history table included).
+        privileges::snapshot(&sql).await?;
         // `digest` is NULL on rows recorded before digests were.
         sql.batch_execute(
             "CREATE TABLE IF NOT EXISTS batch_processor_migrations (
@@ -127,7 +159,8 @@ pub async fn run(conn: &Conn, timeouts: Timeouts) -> Result<MigrationReport, Mig
         for m in MIGRATIONS {
             let current = digest(m.sql);
             match done.iter().find(|(v, _)| *v == m.version) {
-                Some((_, Some(recorded))) if *recorded == current => {}
+                Some((_, Some(recorded)))
+                    if *recorded == current || m.superseded.contains(&recorded.as_str()) => {}
                 Some((_, Some(recorded))) => {
                     return Err(MigrateError::Changed {
                         name: m.name,
@@ -157,9 +190,15 @@ pub async fn run(conn: &Conn, timeouts: Timeouts) -> Result<MigrationReport, Mig
                 }
             }
         }
+        privileges::secure(&sql).await?;
+        let warnings = privileges::warnings(&sql).await?;
+        for w in &warnings {
+            tracing::warn!("migrate: {w}");
+        }
         Ok(MigrationReport {
             already_applied: MIGRATIONS.len() - applied.len(),
             applied,
+            warnings,
         })
     })
     .await
@@ -196,5 +235,11 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_ne!(digest(MIGRATIONS[0].sql), digest(MIGRATIONS[1].sql));
+        for m in MIGRATIONS {
+            for old in m.superseded {
+                assert_eq!(old.len(), 64, "{}: a sha256 in hex", m.name);
+                assert_ne!(*old, digest(m.sql), "{}: superseded, not current", m.name);
+            }
+        }
     }
 }

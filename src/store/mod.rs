@@ -16,6 +16,8 @@ pub mod events;
 pub mod migrations;
 pub mod orders;
 pub mod pool;
+pub mod privileges;
+pub mod roles;
 pub mod sql;
 pub mod tls;
 pub mod tx;

@@ -4,7 +4,12 @@
 //!   a cold start costs no round trip, and an instance whose database was down
 //!   at init recovers on the next invocation.
 //! - **Credentials** come from `DATABASE_URL`, or from the Secrets Manager
-//!   secret `DB_SECRET_ID` (cached for the instance's life).
+//!   secret `DB_SECRET_ID` (cached for the instance's life) in any of the
+//!   shapes [`crate::secrets`] reads. `migrate` gets a `Db` of its own on
+//!   `MIGRATE_SECRET_ID` (the owner's credentials) when that is set.
+//! - **Pooler.** `DB_POOLER` says whether a transaction-mode pooler stands in
+//!   between; unset, the host decides: Supabase's transaction pooler
+//!   (`*.pooler.supabase.com`, port 6543) means transaction mode, logged once.
 //! - **Rotation.** When Postgres refuses the password (SQLSTATE 28P01/28000)
 //!   the secret is fetched again, bypassing the cache, once; the pool is rebuilt
 //!   with it and the connection is asked for again. A second refusal is a 503,
@@ -19,6 +24,7 @@
 //!   would leak to other clients). Connections that sat through a Lambda
 //!   freeze are verified with a round trip before use.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +38,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::tls;
 use super::{Conn, StoreError};
 use crate::configuration::{PoolerMode, Settings, SslMode};
-use crate::secrets::{DbSecret, SecretError, SecretsManager};
+use crate::secrets::{Connection, DbSecret, SecretError, SecretsManager};
 use crate::telemetry::phases::{timed, Phase};
 
 /// How long connecting, or waiting for a free connection, may take.
@@ -47,14 +53,22 @@ enum Source {
 struct Current {
     pool: Pool,
     generation: u64,
+    /// How the pool's connections run statements (`DB_POOLER`, or what the host says).
+    pooler: PoolerMode,
 }
 
 pub struct Db {
     source: Source,
     settings: Settings,
+    /// The TLS mode decided at init and its connector; a secret's connection
+    /// string may ask for another mode (`sslmode`), whose connector is then
+    /// built with the pool.
+    tls_mode: SslMode,
     tls: Option<MakeRustlsConnect>,
     current: RwLock<Option<Current>>,
     rebuilding: Mutex<()>,
+    /// The pooler mode the host implied was logged (once per instance).
+    pooler_logged: AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,15 +93,52 @@ impl Db {
             (None, Some(id)) => Source::Secret(Arc::new(SecretsManager::new(id.clone()))),
             (None, None) => return Err(DbConfigError::NoDatabase),
         };
-        let mode = ssl_mode(&source, settings);
-        let tls = tls::connector(mode, settings.db_ca_file.as_deref())?;
-        Ok(Db {
+        let tls_mode = ssl_mode(&source, settings, None);
+        let tls = tls::connector(tls_mode, settings.db_ca_file.as_deref())?;
+        let db = Db {
             source,
             settings: settings.clone(),
+            tls_mode,
             tls,
             current: RwLock::new(None),
             rebuilding: Mutex::new(()),
-        })
+            pooler_logged: AtomicBool::new(false),
+        };
+        // A URL's host is known now: say at start what it implies.
+        if let Source::Url(config) = &db.source {
+            db.pooler_for(config);
+        }
+        Ok(db)
+    }
+
+    /// The pooler mode for connections made with `config`: `DB_POOLER`, or
+    /// transaction mode when the host is Supabase's transaction pooler (said
+    /// once in the log).
+    fn pooler_for(&self, config: &tokio_postgres::Config) -> PoolerMode {
+        if let Some(mode) = self.settings.pooler {
+            return mode;
+        }
+        let ports = config.get_ports();
+        let detected = config.get_hosts().iter().enumerate().find_map(|(i, host)| {
+            let tokio_postgres::config::Host::Tcp(name) = host else {
+                return None;
+            };
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            (PoolerMode::for_host(name, port) == PoolerMode::Transaction)
+                .then(|| format!("{name}:{port}"))
+        });
+        match detected {
+            Some(at) => {
+                if !self.pooler_logged.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        host = %at,
+                        "DB_POOLER is unset and the host is Supabase's transaction pooler: transaction mode"
+                    );
+                }
+                PoolerMode::Transaction
+            }
+            None => PoolerMode::Session,
+        }
     }
 
     /// The database secret, when credentials come from Secrets Manager: one
@@ -102,67 +153,77 @@ impl Db {
     /// A connection, opening the pool (and reading the secret) on first use.
     /// Its time is the invocation's `connectMs`.
     pub async fn get(&self) -> Result<Conn, StoreError> {
-        let client = timed(Phase::Connect, self.get_untimed()).await?;
-        Ok(Conn::new(
-            client,
-            self.settings.pooler,
-            self.settings.statement_timeout,
-        ))
+        let (client, pooler) = timed(Phase::Connect, self.get_untimed()).await?;
+        Ok(Conn::new(client, pooler, self.settings.statement_timeout))
     }
 
-    async fn get_untimed(&self) -> Result<Object, StoreError> {
-        let (pool, generation) = self.pool().await?;
+    async fn get_untimed(&self) -> Result<(Object, PoolerMode), StoreError> {
+        let (pool, generation, pooler) = self.pool().await?;
         match pool.get().await {
-            Ok(client) => Ok(client),
+            Ok(client) => Ok((client, pooler)),
             Err(e) if refused_credentials(&e) && matches!(self.source, Source::Secret(_)) => {
                 tracing::warn!("the database refused the credentials; reading the secret again");
-                let pool = self.rebuild(generation).await?;
-                pool.get().await.map_err(unavailable)
+                let (pool, pooler) = self.rebuild(generation).await?;
+                pool.get()
+                    .await
+                    .map(|client| (client, pooler))
+                    .map_err(unavailable)
             }
             Err(e) => Err(unavailable(e)),
         }
     }
 
-    async fn pool(&self) -> Result<(Pool, u64), StoreError> {
+    async fn pool(&self) -> Result<(Pool, u64, PoolerMode), StoreError> {
         if let Some(c) = self.current.read().await.as_ref() {
-            return Ok((c.pool.clone(), c.generation));
+            return Ok((c.pool.clone(), c.generation, c.pooler));
         }
         let mut current = self.current.write().await;
         if let Some(c) = current.as_ref() {
-            return Ok((c.pool.clone(), c.generation));
+            return Ok((c.pool.clone(), c.generation, c.pooler));
         }
-        let pool = self.build(false).await?;
+        let (pool, pooler) = self.build(false).await?;
         *current = Some(Current {
             pool: pool.clone(),
             generation: 0,
+            pooler,
         });
-        Ok((pool, 0))
+        Ok((pool, 0, pooler))
     }
 
     /// Replaces the pool built at `generation` with one from a fresh secret;
     /// when another task already did, uses theirs.
-    async fn rebuild(&self, generation: u64) -> Result<Pool, StoreError> {
+    async fn rebuild(&self, generation: u64) -> Result<(Pool, PoolerMode), StoreError> {
         let _one_at_a_time = self.rebuilding.lock().await;
         if let Some(c) = self.current.read().await.as_ref() {
             if c.generation != generation {
-                return Ok(c.pool.clone());
+                return Ok((c.pool.clone(), c.pooler));
             }
         }
-        let pool = self.build(true).await?;
+        let (pool, pooler) = self.build(true).await?;
         *self.current.write().await = Some(Current {
             pool: pool.clone(),
             generation: generation + 1,
+            pooler,
         });
-        Ok(pool)
+        Ok((pool, pooler))
     }
 
-    async fn build(&self, fresh_secret: bool) -> Result<Pool, StoreError> {
-        let mut pg = match &self.source {
-            Source::Url(config) => (**config).clone(),
+    async fn build(&self, fresh_secret: bool) -> Result<(Pool, PoolerMode), StoreError> {
+        let (mut pg, asked_ssl) = match &self.source {
+            Source::Url(config) => ((**config).clone(), None),
             Source::Secret(sm) => {
                 let secret = sm.get(fresh_secret).await.map_err(secret_unavailable)?;
                 config_from_secret(&secret, &self.settings)?
             }
+        };
+        let pooler = self.pooler_for(&pg);
+        let mode = ssl_mode(&self.source, &self.settings, asked_ssl);
+        let tls = if mode == self.tls_mode {
+            self.tls.clone()
+        } else {
+            tls::connector(mode, self.settings.db_ca_file.as_deref()).map_err(|e| {
+                StoreError::Unavailable(format!("the TLS configuration is unusable ({e})"))
+            })?
         };
         pg.connect_timeout(CONNECT_TIMEOUT);
         pg.keepalives(true);
@@ -170,8 +231,8 @@ impl Db {
         if pg.get_application_name().is_none() {
             pg.application_name("batch-processor");
         }
-        pg.ssl_mode(tls::wire(ssl_mode(&self.source, &self.settings)));
-        if self.settings.pooler == PoolerMode::Session {
+        pg.ssl_mode(tls::wire(mode));
+        if pooler == PoolerMode::Session {
             let ms = self.settings.statement_timeout.as_millis();
             let mut options = pg
                 .get_options()
@@ -183,8 +244,8 @@ impl Db {
         let config = ManagerConfig {
             recycling_method: RecyclingMethod::Verified,
         };
-        let manager = match &self.tls {
-            Some(tls) => Manager::from_config(pg, tls.clone(), config),
+        let manager = match tls {
+            Some(tls) => Manager::from_config(pg, tls, config),
             None => Manager::from_config(pg, tokio_postgres::NoTls, config),
         };
         Pool::builder(manager)
@@ -194,13 +255,16 @@ impl Db {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
+            .map(|pool| (pool, pooler))
             .map_err(|e| {
                 StoreError::Unavailable(format!("could not build the connection pool ({e})"))
             })
     }
 }
 
-fn ssl_mode(source: &Source, settings: &Settings) -> SslMode {
+/// `DB_SSLMODE`, else what the URL or the secret's connection string asks
+/// (`asked`), else `prefer`.
+fn ssl_mode(source: &Source, settings: &Settings, asked: Option<SslMode>) -> SslMode {
     if let Some(mode) = settings.db_sslmode {
         return mode;
     }
@@ -210,34 +274,57 @@ fn ssl_mode(source: &Source, settings: &Settings) -> SslMode {
             tokio_postgres::config::SslMode::Require => SslMode::Require,
             _ => SslMode::Prefer,
         },
-        Source::Secret(_) => SslMode::Prefer,
+        Source::Secret(_) => asked.unwrap_or(SslMode::Prefer),
     }
 }
 
+/// The connection a secret describes, and the `sslmode` its connection
+/// string asked for. `DB_HOST`, `DB_PORT` and `DB_NAME` fill what it lacks.
 fn config_from_secret(
     secret: &DbSecret,
     settings: &Settings,
-) -> Result<tokio_postgres::Config, StoreError> {
-    let host = secret
-        .host
-        .as_deref()
-        .or(settings.db_host.as_deref())
-        .ok_or_else(|| {
-            StoreError::Unavailable("the database secret has no host and DB_HOST is not set".into())
-        })?;
-    let mut pg = tokio_postgres::Config::new();
-    pg.host(host)
-        .port(secret.port.or(settings.db_port).unwrap_or(5432))
-        .user(&secret.username)
-        .password(secret.password.expose_secret())
-        .dbname(
-            secret
-                .dbname
+) -> Result<(tokio_postgres::Config, Option<SslMode>), StoreError> {
+    let no_host =
+        || StoreError::Unavailable("the database secret has no host and DB_HOST is not set".into());
+    match &secret.connection {
+        Connection::Fields {
+            host,
+            port,
+            username,
+            password,
+            dbname,
+        } => {
+            let host = host
                 .as_deref()
-                .or(settings.db_name.as_deref())
-                .unwrap_or("postgres"),
-        );
-    Ok(pg)
+                .or(settings.db_host.as_deref())
+                .ok_or_else(no_host)?;
+            let mut pg = tokio_postgres::Config::new();
+            pg.host(host)
+                .port(port.or(settings.db_port).unwrap_or(5432))
+                .user(username)
+                .password(password.expose_secret())
+                .dbname(
+                    dbname
+                        .as_deref()
+                        .or(settings.db_name.as_deref())
+                        .unwrap_or("postgres"),
+                );
+            Ok((pg, None))
+        }
+        Connection::Url { config, ssl_mode } => {
+            let mut pg = (**config).clone();
+            if pg.get_hosts().is_empty() {
+                pg.host(settings.db_host.as_deref().ok_or_else(no_host)?);
+            }
+            if pg.get_ports().is_empty() {
+                pg.port(settings.db_port.unwrap_or(5432));
+            }
+            if pg.get_dbname().is_none() {
+                pg.dbname(settings.db_name.as_deref().unwrap_or("postgres"));
+            }
+            Ok((pg, *ssl_mode))
+        }
+    }
 }
 
 fn secret_unavailable(e: SecretError) -> StoreError {

@@ -380,3 +380,293 @@ async fn every_job_works_through_a_transaction_mode_pooler() {
         .unwrap();
     assert_eq!(replay["idempotentReplay"], true);
 }
+
+/// Every byte but the URL-unreserved ones as `%XX`, as a dashboard's
+/// "copy" button or a careful operator writes a password into a URL.
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Credentials as Supabase hands them out (behaviour §8): connection strings
+/// — the whole SecretString, or `uri` in a JSON object beside `jwtSecret` —
+/// with URL-escaped passwords and the pooler's dotted user. `migrate` runs on
+/// `MIGRATE_SECRET_ID`, the owner's, who is no superuser but may create roles
+/// (hosted Supabase's `postgres`) and runs `sql/function-role.sql`; every
+/// other job on the runtime secret, as the role it made. A malformed secret
+/// is a 503 saying what is wrong, never the secret.
+#[tokio::test]
+async fn connection_strings_the_owner_migrates_and_the_role_runs_the_jobs() {
+    const OWNER: &str = "postgres.abcdefghijklmnopqrst";
+    const OWNER_PASSWORD: &str = "p@ss:w/rd%41 #?&=";
+    const FN_PASSWORD: &str = "fn/p@ss%:x";
+    let cluster = tokio::task::spawn_blocking(|| Cluster::start(None))
+        .await
+        .unwrap();
+    let super_url = cluster.superuser_url("postgres");
+    admin_sql(
+        &super_url,
+        &format!(
+            "CREATE ROLE \"{OWNER}\" LOGIN NOSUPERUSER CREATEROLE PASSWORD '{OWNER_PASSWORD}'"
+        ),
+    )
+    .await;
+    admin_sql(
+        &super_url,
+        &format!("CREATE DATABASE app OWNER \"{OWNER}\""),
+    )
+    .await;
+    admin_sql(
+        &cluster.superuser_url("app"),
+        &format!(
+            "{SUPABASE_ROLES}
+             ALTER DEFAULT PRIVILEGES FOR ROLE \"{OWNER}\" IN SCHEMA public
+                 GRANT ALL ON TABLES TO anon, authenticated, service_role;"
+        ),
+    )
+    .await;
+    let owner_url = format!(
+        "postgresql://{}:{}@127.0.0.1:{}/app",
+        url_escape(OWNER),
+        url_escape(OWNER_PASSWORD),
+        cluster.port
+    );
+    let fn_url = format!(
+        "postgresql://batch_processor_fn:{}@127.0.0.1:{}/app?application_name=bp-fn",
+        url_escape(FN_PASSWORD),
+        cluster.port
+    );
+    let sm = secrets_client().await;
+    let name = format!("batch-processor/test/{}", uuid::Uuid::new_v4());
+    let (owner_secret, fn_secret) = (format!("{name}/owner"), format!("{name}/function"));
+    sm.create_secret()
+        .name(&owner_secret)
+        .secret_string(&owner_url)
+        .send()
+        .await
+        .expect("the owner's secret: the whole string");
+    sm.create_secret()
+        .name(&fn_secret)
+        .secret_string(json!({"uri": fn_url, "jwtSecret": JWT_SECRET}).to_string())
+        .send()
+        .await
+        .expect("the function's secret: uri and jwtSecret");
+
+    let app = app_with(&[
+        ("DB_SECRET_ID", &fn_secret),
+        ("MIGRATE_SECRET_ID", &owner_secret),
+    ]);
+    let migrated = run(&app, json!({"jobType": "migrate"}))
+        .await
+        .unwrap_or_else(|e| panic!("migrate as the owner: {}", e.message));
+    assert_eq!(migrated["success"], true);
+    assert_eq!(migrated["warnings"], json!([]));
+    let owners: Vec<String> = connect(&cluster.superuser_url("app"))
+        .await
+        .query(
+            "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        owners,
+        [OWNER],
+        "the dotted, escaped owner made every table"
+    );
+
+    // The owner — no superuser — makes the function's role.
+    let owner = connect(&owner_url).await;
+    owner
+        .batch_execute(include_str!("../../sql/function-role.sql"))
+        .await
+        .unwrap_or_else(|e| panic!("sql/function-role.sql as a NOSUPERUSER owner: {e:?}"));
+    owner
+        .batch_execute(&format!(
+            "ALTER ROLE batch_processor_fn PASSWORD '{FN_PASSWORD}'"
+        ))
+        .await
+        .unwrap();
+
+    // The jobs, as that role; HS256 tokens checked with the secret's jwtSecret.
+    let body = json!({"jobType": "orchestrate", "data": {"dryRun": true}}).to_string();
+    let resp = run(
+        &app,
+        http_v2(
+            "POST",
+            Some(&body),
+            &[("authorization", &bearer(&admin_token()))],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(proxy(&resp).0, 200, "{resp}");
+    let sql = connect(&cluster.superuser_url("app")).await;
+    sql.batch_execute(
+        "INSERT INTO suppliers (id, company_name) VALUES ('5a000000-0000-4000-8000-000000000001', 'S');
+         INSERT INTO supplier_mou_terms (supplier_id, moq_per_batch, base_price, status)
+         VALUES ('5a000000-0000-4000-8000-000000000001', 100, 10.00, 'active')",
+    )
+    .await
+    .unwrap();
+    let placed = run(
+        &app,
+        json!({"jobType": "process-order", "data": order_data("t-shirts", 10, "navy-m", BUYER_SUB)}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("process-order as the role: {}", e.message));
+    assert_eq!(placed["isNewBatch"], true);
+    let users: Vec<String> = sql
+        .query(
+            "SELECT DISTINCT usename::text FROM pg_stat_activity WHERE application_name = 'bp-fn'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(users, ["batch_processor_fn"]);
+    let again = run(&app, json!({"jobType": "migrate"})).await.unwrap();
+    assert_eq!(again["applied"], json!([]), "migrate again, as the owner");
+
+    // Malformed secrets: a 503 naming what is wrong, and never the secret.
+    for (text, says) in [
+        (
+            json!({"uri": "postgresql://batch_processor_fn:[YOUR-PASSWORD]@127.0.0.1:5432/app"})
+                .to_string(),
+            "still holds the [YOUR-PASSWORD] placeholder",
+        ),
+        (
+            format!("postgresql://u:{FN_PASSWORD}-hunter2@127.0.0.1:5432/app?pgbouncer=true"),
+            "options is unknown (pgbouncer)",
+        ),
+        (
+            json!({"connectionString": "mysql://u:hunter2@h/app"}).to_string(),
+            "does not start with postgresql://",
+        ),
+    ] {
+        let bad = format!("{name}/bad-{}", uuid::Uuid::new_v4().simple());
+        sm.create_secret()
+            .name(&bad)
+            .secret_string(&text)
+            .send()
+            .await
+            .unwrap();
+        let err = run(
+            &app_with(&[("DB_SECRET_ID", &bad), ("JWT_SECRET", JWT_SECRET)]),
+            json!({"jobType": "orchestrate"}),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.status, 503, "{}", err.message);
+        let message = error_text(&err);
+        assert!(
+            message.starts_with("Database unavailable: the database secret is malformed: "),
+            "{message}"
+        );
+        assert!(message.contains(says), "{message}");
+        assert!(!err.message.contains("hunter2") && !err.message.contains(FN_PASSWORD));
+    }
+}
+
+/// `DB_POOLER` unset and the host one of Supabase's poolers on port 6543
+/// (Supavisor's transaction mode; here PgBouncer, reached through
+/// `hostaddr`, on an address of its own): transaction mode, said once in the
+/// log, and every job works. Forced to session mode the same pooler refuses
+/// the connection (its startup options).
+#[tokio::test]
+async fn supabases_transaction_pooler_is_recognised_by_its_host() {
+    use batch_processor::telemetry::{self, Capture, Format};
+    let t = TestApp::unmigrated(&[]).await;
+    let upstream = port_of(&t.url);
+    let b = uuid::Uuid::new_v4().into_bytes();
+    let addr = format!(
+        "127.{}.{}.{}",
+        b[0] % 250 + 1,
+        b[1] % 250 + 1,
+        b[2] % 250 + 1
+    );
+    let _bouncer = Pgbouncer::start_at(upstream, &addr, 6543).await;
+    let url = format!(
+        "postgres://postgres@aws-0-eu-central-1.pooler.supabase.com:6543/{}?hostaddr={addr}",
+        t.db_name()
+    );
+    let env = |pooler: Option<&'static str>| {
+        let mut env = vec![
+            ("DATABASE_URL", url.clone()),
+            ("JWT_SECRET", JWT_SECRET.to_owned()),
+            ("DB_SSLMODE", "disable".to_owned()),
+        ];
+        if let Some(p) = pooler {
+            env.push(("DB_POOLER", p.to_owned()));
+        }
+        env
+    };
+    let build = |env: Vec<(&str, String)>| {
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        app_with(&pairs)
+    };
+    let session = build(env(Some("session")));
+    let err = run(&session, json!({"jobType": "migrate"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 503, "{}", err.message);
+
+    let capture = Capture::default();
+    let auto = {
+        let _logs = tracing::subscriber::set_default(telemetry::subscriber(
+            Format::Json,
+            tracing_subscriber::EnvFilter::new("info"),
+            capture.clone(),
+        ));
+        let auto = build(env(None));
+        run(&auto, json!({"jobType": "migrate"}))
+            .await
+            .unwrap_or_else(|e| panic!("migrate through the pooler: {}", e.message));
+        auto
+    };
+    let said = capture
+        .lines()
+        .iter()
+        .filter(|l| l.contains("Supabase's transaction pooler"))
+        .count();
+    assert_eq!(said, 1, "{}", capture.text());
+
+    t.terms("active", 100, 3, "10.00", Some("5"), 10).await;
+    let others: Vec<App> = (0..3).map(|_| build(env(None))).collect();
+    let orders = futures::future::join_all(others.iter().chain([&auto]).enumerate().map(
+        |(i, app)| async move {
+            let mut out = Vec::new();
+            for j in 0..4 {
+                let mut data =
+                    order_data("pooled", 3 + (i + j) as i64, ["a", "b"][j % 2], BUYER_SUB);
+                data["idempotencyKey"] = json!(format!("supavisor-{i}-{j}"));
+                out.push(run(app, json!({"jobType": "process-order", "data": data})).await);
+            }
+            out
+        },
+    ))
+    .await;
+    for r in orders.into_iter().flatten() {
+        r.unwrap_or_else(|e| panic!("an order through the pooler: {}", e.message));
+    }
+    assert_eq!(
+        t.count("SELECT count(*) FROM orders WHERE product_type = 'pooled'")
+            .await,
+        16
+    );
+    let resp = run(&auto, json!({"jobType": "orchestrate"}))
+        .await
+        .expect("orchestrate through the pooler");
+    assert_eq!(resp["success"], true);
+}

@@ -312,7 +312,8 @@ async fn eventbridge_down_changes_no_answer_and_a_later_run_delivers_everything_
     let published = back.direct("publish-events", json!({})).await.unwrap();
     assert_eq!(
         published,
-        json!({"success": true, "published": 8, "failed": 0, "pending": 0, "deliveryEnabled": true})
+        json!({"success": true, "published": 8, "failed": 0, "pending": 0, "deliveryEnabled": true,
+               "hasMore": false})
     );
     let all = bus.drain("all").await;
     let ids: HashSet<i64> = all

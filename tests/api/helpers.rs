@@ -45,6 +45,55 @@ pub fn url_for(url: &str, db: &str) -> String {
     out
 }
 
+/// `url` logging in as `user` instead (trust auth on the test server).
+pub fn url_as(url: &str, user: &str) -> String {
+    let start = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let rest = &url[start..];
+    let host_at = match (rest.find('@'), rest.find('/')) {
+        (Some(at), Some(slash)) if at < slash => at + 1,
+        (Some(at), None) => at + 1,
+        _ => 0,
+    };
+    format!("{}{user}@{}", &url[..start], &rest[host_at..])
+}
+
+/// Supabase's API roles (cluster-wide; created when missing, tolerating a
+/// concurrent test doing the same) and the default privileges a Supabase
+/// project gives them on whatever the current role creates in `public`.
+pub const SUPABASE_ROLES: &str = "
+    DO $$
+    DECLARE r text;
+    BEGIN
+        FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+                BEGIN
+                    EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', r);
+                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                END;
+            END IF;
+        END LOOP;
+    END $$;
+    GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+    ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
+    ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
+    ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;";
+
+/// `sql/function-role.sql` for the role `role`: roles are cluster-wide and
+/// tests run in parallel (other checkouts' too), so each test makes its own,
+/// named after its database ([`TestApp::role_name`]) and dropped with it.
+/// With `roles_table`, the file is told about `ADMIN_ROLES_TABLE` as the
+/// runbook says.
+pub fn function_role_sql(role: &str, roles_table: Option<&str>) -> String {
+    let mut sql = String::new();
+    if let Some(table) = roles_table {
+        sql.push_str(&format!(
+            "SET batch_processor.admin_roles_table = '{table}';\n"
+        ));
+    }
+    sql.push_str(&include_str!("../../sql/function-role.sql").replace("batch_processor_fn", role));
+    sql
+}
+
 pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
         .await
@@ -185,6 +234,7 @@ async fn create_template() -> String {
 }
 
 impl Drop for TestDb {
+    /// Drops the database, then the roles made for it ([`TestApp::role_name`]).
     fn drop(&mut self) {
         let name = self.name.clone();
         // Drop runs outside async context; a small runtime of its own does the work.
@@ -198,6 +248,19 @@ impl Drop for TestDb {
                 let _ = admin
                     .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .await;
+                let roles: Vec<String> = admin
+                    .query(
+                        "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)",
+                        &[&format!("{name}_")],
+                    )
+                    .await
+                    .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+                    .unwrap_or_default();
+                for role in roles {
+                    let _ = admin
+                        .batch_execute(&format!("DROP ROLE IF EXISTS \"{role}\""))
+                        .await;
+                }
             });
         })
         .join();
@@ -279,6 +342,17 @@ impl TestApp {
             url: database.url.clone(),
             _database: database,
         }
+    }
+
+    /// A role name of this test's own (roles are cluster-wide): dropped with
+    /// its database.
+    pub fn role_name(&self, suffix: &str) -> String {
+        format!("{}_{suffix}", self._database.name)
+    }
+
+    /// The name of this test's database.
+    pub fn db_name(&self) -> &str {
+        &self._database.name
     }
 
     /// The metric lines written so far.

@@ -268,14 +268,19 @@ pub struct Pgbouncer {
 
 impl Pgbouncer {
     pub async fn start(upstream_port: u16) -> Self {
+        Self::start_at(upstream_port, "127.0.0.1", free_port()).await
+    }
+
+    /// Listening on `addr:port` (any 127.x.y.z is this machine: Supavisor's
+    /// port 6543 on an address of its own does not collide).
+    pub async fn start_at(upstream_port: u16, addr: &str, port: u16) -> Self {
         let dir = temp_dir("bp-pgbouncer");
-        let port = free_port();
         std::fs::write(dir.join("users.txt"), "\"postgres\" \"\"\n").expect("userlist");
         std::fs::write(
             dir.join("pgbouncer.ini"),
             format!(
                 "[databases]\n* = host=127.0.0.1 port={upstream_port}\n\n[pgbouncer]\n\
-                 listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 listen_addr = {addr}\nlisten_port = {port}\nunix_socket_dir =\n\
                  auth_type = trust\nauth_file = {users}\npool_mode = transaction\n\
                  default_pool_size = 4\nmax_client_conn = 200\n\
                  logfile = {log}\npidfile = {pid}\n",
@@ -301,7 +306,7 @@ impl Pgbouncer {
             .spawn()
             .expect("pgbouncer starts (make tools installs it)");
         for _ in 0..100 {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if TcpStream::connect((addr, port)).await.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

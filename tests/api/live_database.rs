@@ -4,8 +4,10 @@
 //! policies — one on a column the upgrade converts —, a view over a converted
 //! column, the capacity trigger, legacy values outside our lists), plus what
 //! each test adds: a legacy supplier order for a batch still filling, a batch a
-//! trigger refuses to update. Every job then runs as the least-privilege role
-//! of `sql/function-role.sql`.
+//! trigger refuses to update. As on hosted Supabase, the tables then belong to
+//! an owner that is no superuser but may create roles: `migrate` runs as that
+//! owner, `sql/function-role.sql` too, and every job as the least-privilege
+//! role it makes.
 
 use std::time::Duration;
 
@@ -15,27 +17,113 @@ use uuid::Uuid;
 use crate::helpers::*;
 
 const LIVE_SCHEMA: &str = include_str!("../fixtures/supabase_live_schema.sql");
-const FUNCTION_ROLE: &str = include_str!("../../sql/function-role.sql");
 
-const S1: &str = "5a000000-0000-4000-8000-000000000001";
-const ADMIN_USER: &str = "aaaaaaaa-0000-4000-8000-000000000001";
-const ALICE: &str = "aaaaaaaa-0000-4000-8000-000000000002";
+pub const S1: &str = "5a000000-0000-4000-8000-000000000001";
+pub const ADMIN_USER: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+pub const ALICE: &str = "aaaaaaaa-0000-4000-8000-000000000002";
 const L1: &str = "b1000000-0000-4000-8000-000000000001";
-const L2: &str = "b2000000-0000-4000-8000-000000000002";
-const L3: &str = "b3000000-0000-4000-8000-000000000003";
-const L4: &str = "b4000000-0000-4000-8000-000000000004";
+pub const L2: &str = "b2000000-0000-4000-8000-000000000002";
+pub const L3: &str = "b3000000-0000-4000-8000-000000000003";
+pub const L4: &str = "b4000000-0000-4000-8000-000000000004";
 /// Filling at 80 %, window open (closing within the look-ahead), with a legacy `BATCH-<8 chars>` supplier order.
 const L5: &str = "b5000000-0000-4000-8000-000000000005";
 /// Filling at 80 %, window closed; someone else's trigger refuses to update it.
 const L6: &str = "b6000000-0000-4000-8000-000000000006";
 /// Filling at 60 %, window closed: held for review.
-const L7: &str = "b7000000-0000-4000-8000-000000000007";
+pub const L7: &str = "b7000000-0000-4000-8000-000000000007";
 /// Alice's paid order in L7.
-const LO7: &str = "0d000000-0000-4000-8000-000000000107";
+pub const LO7: &str = "0d000000-0000-4000-8000-000000000107";
 const LEGACY_SO: &str = "50000000-0000-4000-8000-000000000105";
 
+/// The live app as hosted Supabase runs it: its tables belong to an owner
+/// that is no superuser, may create roles, and whose new tables Supabase's
+/// default privileges give to `anon` and `authenticated`.
+pub struct Owned {
+    /// The superuser's view (`db` checks what the jobs wrote).
+    pub su: TestApp,
+    /// The owner's role, and an app connecting as it (for `migrate`).
+    pub owner: String,
+    pub as_owner: TestApp,
+}
+
+impl Owned {
+    /// The live-shaped database (see [`live`]) handed to a NOSUPERUSER
+    /// CREATEROLE owner, not yet migrated.
+    pub async fn live() -> Self {
+        let su = live().await;
+        let owner = su.role_name("owner");
+        let db = su.db_name().to_owned();
+        su.db
+            .batch_execute(&format!(
+                "CREATE ROLE {owner} LOGIN NOSUPERUSER CREATEROLE NOCREATEDB;
+                 ALTER DATABASE {db} OWNER TO {owner};
+                 GRANT USAGE ON SCHEMA auth TO {owner};
+                 DO $$
+                 DECLARE r record;
+                 BEGIN
+                     FOR r IN SELECT c.oid::regclass AS rel FROM pg_class c
+                                JOIN pg_namespace n ON n.oid = c.relnamespace
+                               WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm') LOOP
+                         EXECUTE format('ALTER TABLE %s OWNER TO {owner}', r.rel);
+                     END LOOP;
+                     FOR r IN SELECT p.oid::regprocedure AS f FROM pg_proc p
+                                JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' LOOP
+                         EXECUTE format('ALTER FUNCTION %s OWNER TO {owner}', r.f);
+                     END LOOP;
+                     FOR r IN SELECT t.oid::regtype AS t FROM pg_type t
+                                JOIN pg_namespace n ON n.oid = t.typnamespace
+                               WHERE n.nspname = 'public' AND t.typtype = 'e' LOOP
+                         EXECUTE format('ALTER TYPE %s OWNER TO {owner}', r.t);
+                     END LOOP;
+                 END $$;
+                 ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
+                     GRANT ALL ON TABLES TO anon, authenticated, service_role;
+                 ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
+                     GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;"
+            ))
+            .await
+            .expect("hand the database to a non-superuser owner");
+        let as_owner = su
+            .another_instance(&[("DATABASE_URL", url_as(&su.url, &owner).as_str())])
+            .await;
+        Owned {
+            su,
+            owner,
+            as_owner,
+        }
+    }
+
+    /// Runs `migrate` as the owner.
+    pub async fn migrate(&self) -> Value {
+        self.as_owner
+            .direct("migrate", Value::Null)
+            .await
+            .unwrap_or_else(|e| panic!("migrate as the owner: {}", e.message))
+    }
+
+    /// Runs `sql/function-role.sql` as the owner (told about the roles
+    /// table when given); returns the role it made.
+    pub async fn function_role(&self, roles_table: Option<&str>) -> String {
+        let role = self.su.role_name("fn");
+        connect(&url_as(&self.su.url, &self.owner))
+            .await
+            .batch_execute(&function_role_sql(&role, roles_table))
+            .await
+            .unwrap_or_else(|e| panic!("sql/function-role.sql as the owner: {e:?}"));
+        role
+    }
+
+    /// An app (another Lambda instance) connecting as `role`, with `env`.
+    pub async fn app_as(&self, role: &str, env: &[(&str, &str)]) -> TestApp {
+        let url = url_as(&self.su.url, role);
+        let mut all = vec![("DATABASE_URL", url.as_str())];
+        all.extend_from_slice(env);
+        self.su.another_instance(&all).await
+    }
+}
+
 /// The live-shaped database, with this test's additions, not yet migrated.
-async fn live() -> TestApp {
+pub async fn live() -> TestApp {
     let t = TestApp::unmigrated(&[]).await;
     t.db.batch_execute(LIVE_SCHEMA)
         .await
@@ -75,13 +163,8 @@ async fn live() -> TestApp {
     t
 }
 
-/// `url` connecting as the function's least-privilege role (trust auth here).
-fn as_function_role(url: &str) -> String {
-    url.replacen("postgres://postgres@", "postgres://batch_processor_fn@", 1)
-}
-
 /// review-batch `reject` of `batch` over HTTP by an admin whose `sub` is `admin`.
-async fn reject_over_http(
+pub async fn reject_over_http(
     t: &TestApp,
     admin: Uuid,
     batch: &str,
@@ -94,7 +177,7 @@ async fn reject_over_http(
     proxy(&t.invoke(event).await.expect("a proxy response"))
 }
 
-async fn sqlstate_as(t: &TestApp, role: &str, sql: &str) -> Option<String> {
+pub async fn sqlstate_as(t: &TestApp, role: &str, sql: &str) -> Option<String> {
     let c = connect(&t.url).await;
     c.batch_execute(&format!("SET ROLE {role}"))
         .await
@@ -107,7 +190,8 @@ async fn sqlstate_as(t: &TestApp, role: &str, sql: &str) -> Option<String> {
 
 #[tokio::test]
 async fn a_live_supabase_database_is_adopted_and_every_job_runs_on_it() {
-    let t = live().await;
+    let owned = Owned::live().await;
+    let t = &owned.su;
     let window_before: String =
         t.db.query_one(
             &format!("SELECT window_closes_at::text FROM production_batches WHERE id = '{L1}'"),
@@ -117,14 +201,20 @@ async fn a_live_supabase_database_is_adopted_and_every_job_runs_on_it() {
         .unwrap()
         .get(0);
 
-    // migrate succeeds, and a second run does nothing.
-    let first = t
-        .direct("migrate", Value::Null)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message));
+    // migrate succeeds as the owner, and a second run does nothing.
+    let first = owned.migrate().await;
     assert_eq!(first["success"], true);
-    let second = t.direct("migrate", Value::Null).await.unwrap();
+    let second = owned.migrate().await;
     assert_eq!(second["applied"], json!([]));
+    assert_eq!(
+        t.count(&format!(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'batch_events' AND tableowner = '{}'",
+            owned.owner
+        ))
+        .await,
+        1,
+        "the owner made the new tables"
+    );
 
     // Legacy data survives: values outside our lists, and instants (naive UTC → timestamptz).
     assert_eq!(
@@ -223,7 +313,7 @@ async fn a_live_supabase_database_is_adopted_and_every_job_runs_on_it() {
             "SELECT * FROM batch_processor_migrations",
             "INSERT INTO batch_events (batch_id, event_type) VALUES (gen_random_uuid(), 'order.refund_requested')",
         ] {
-            assert_eq!(sqlstate_as(&t, role, sql).await.as_deref(), Some("42501"), "{role}: {sql}");
+            assert_eq!(sqlstate_as(t, role, sql).await.as_deref(), Some("42501"), "{role}: {sql}");
         }
     }
     for table in [
@@ -242,21 +332,45 @@ async fn a_live_supabase_database_is_adopted_and_every_job_runs_on_it() {
         assert!(rls, "{table} has row-level security");
     }
 
-    // The jobs run as the least-privilege role.
-    t.db.batch_execute(FUNCTION_ROLE)
-        .await
-        .expect("function role");
-    let fn_url = as_function_role(&t.url);
-    let f = t
-        .another_instance(&[("DATABASE_URL", fn_url.as_str())])
-        .await;
+    // The jobs run as the least-privilege role, which the owner — no
+    // superuser — makes; the app's own policies stay exactly as they were.
+    let app_policies =
+        "SELECT string_agg(format('%s %s %s %s %s %s', tablename, policyname, cmd, roles, qual,
+                                                 with_check), E'\\n' ORDER BY tablename, policyname)
+                          FROM pg_policies WHERE policyname NOT LIKE '%_fn: %'";
+    let policies_before: String = t.db.query_one(app_policies, &[]).await.unwrap().get(0);
+    let fn_role = owned.function_role(None).await;
+    let again = owned.function_role(None).await;
+    assert_eq!(again, fn_role, "the file runs twice");
+    let policies_after: String = t.db.query_one(app_policies, &[]).await.unwrap().get(0);
+    assert_eq!(policies_after, policies_before);
+    let attributes: (bool, bool, bool, bool) = {
+        let r = t
+            .db
+            .query_one(
+                "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcanlogin FROM pg_roles WHERE rolname = $1",
+                &[&fn_role],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    };
+    assert_eq!(
+        attributes,
+        (false, false, false, true),
+        "a login role without SUPERUSER, BYPASSRLS or CREATEROLE"
+    );
+    let f = owned.app_as(&fn_role, &[]).await;
     for sql in [
         "DELETE FROM orders",
         "TRUNCATE batch_events",
         "DELETE FROM batch_events",
+        "SELECT * FROM batch_processor_migrations",
+        "SELECT * FROM suppliers",
+        "UPDATE supplier_mou_terms SET base_price = 0.01",
     ] {
         assert_eq!(
-            sqlstate_as(&t, "batch_processor_fn", sql).await.as_deref(),
+            sqlstate_as(t, &fn_role, sql).await.as_deref(),
             Some("42501"),
             "{sql}"
         );

@@ -20,5 +20,6 @@ mod process_order;
 mod reliability;
 mod review_batch;
 mod runbook;
+mod supabase_project;
 mod template;
 mod tier_filter;

@@ -115,6 +115,87 @@ async fn a_database_from_before_digests_gets_them_and_is_not_refused() {
     assert_eq!(recorded_digests(&t).await, embedded_digests());
 }
 
+/// 0005 once built a plain `(batch_id, style_details ->> 'variant')` index,
+/// and a legacy contribution whose variant is a few kilobytes (more than a
+/// btree entry may hold) aborted the whole run on the original's shape. A
+/// database that never applied 0005 never builds it now; one that applied
+/// that first text is accepted as applied (its digest is listed as
+/// superseded), while any other difference is still refused.
+#[tokio::test]
+async fn a_long_legacy_variant_no_longer_stops_migrate() {
+    let t = TestApp::unmigrated(&[]).await;
+    t.db.batch_execute(include_str!("../fixtures/original_schema.sql"))
+        .await
+        .expect("fixture loads");
+    // 8 KB of hex: too little redundancy to compress under a btree entry's 2.7 KB.
+    t.db.batch_execute(
+        "INSERT INTO batch_contributions (batch_id, order_id, quantity, style_details, buyer_price_per_unit)
+         SELECT b.id, o.id, 1,
+                jsonb_build_object('variant', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 256) i)),
+                10.00
+           FROM production_batches b CROSS JOIN orders o
+          WHERE NOT EXISTS (SELECT 1 FROM batch_contributions c WHERE c.batch_id = b.id AND c.order_id = o.id)
+          ORDER BY b.id, o.id LIMIT 1",
+    )
+    .await
+    .expect("a legacy contribution with a long variant");
+    let plain_index_fails = t
+        .db
+        .batch_execute(
+            "BEGIN; CREATE INDEX probe ON batch_contributions (batch_id, (style_details ->> 'variant')); ROLLBACK",
+        )
+        .await;
+    assert!(
+        plain_index_fails.is_err(),
+        "the old 0005 index cannot hold it"
+    );
+    let _ = t.db.batch_execute("ROLLBACK").await;
+    let resp = t
+        .direct("migrate", Value::Null)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    assert_eq!(resp["applied"], all_names());
+    assert_eq!(
+        t.count("SELECT count(*) FROM pg_indexes WHERE indexname = 'batch_contributions_batch_variant_idx'")
+            .await,
+        0
+    );
+
+    // A database that applied the first 0005 text: accepted, its record kept.
+    let m5 = MIGRATIONS.iter().find(|m| m.version == 5).unwrap();
+    let old = m5.superseded[0];
+    t.db.execute(
+        "UPDATE batch_processor_migrations SET digest = $1 WHERE version = 5",
+        &[&old],
+    )
+    .await
+    .unwrap();
+    let again = t.direct("migrate", Value::Null).await.expect("accepted");
+    assert_eq!(again["applied"], json!([]));
+    let recorded: String =
+        t.db.query_one(
+            "SELECT digest FROM batch_processor_migrations WHERE version = 5",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, old, "the record says what was applied");
+    // Anything else is still a changed migration.
+    t.db.execute(
+        "UPDATE batch_processor_migrations SET digest = repeat('1', 64) WHERE version = 5",
+        &[],
+    )
+    .await
+    .unwrap();
+    let err = t.direct("migrate", Value::Null).await.unwrap_err();
+    assert_eq!(err.status, 409);
+    assert!(error_json(&err)["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("Migration 0005_category_index was changed"));
+}
+
 /// Two instances migrating a fresh database at the same moment: both succeed,
 /// each migration is recorded once.
 #[tokio::test]

@@ -345,6 +345,18 @@ async fn idempotent_replay_returns_the_original_response_and_writes_nothing() {
         .remove("idempotentReplay");
     assert_eq!(without_flag, first);
     assert_eq!(t.fingerprint().await, before, "a replay writes nothing");
+    assert_eq!(first["fillPercentage"], first["batchFillPercentage"]);
+
+    // An answer recorded before `fillPercentage` was sent: the replay has it too.
+    t.db.execute(
+        "UPDATE order_idempotency SET response = response - 'fillPercentage'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let old_replay = place(&t, data.clone()).await;
+    assert_eq!(old_replay["fillPercentage"], first["batchFillPercentage"]);
+    assert_eq!(old_replay["fillPercentage"].as_f64(), Some(10.0));
 
     // The same key with a different request: 409, nothing written.
     let mut other = data.clone();

@@ -938,6 +938,7 @@ fn operator_tunables_are_parameters_that_reach_the_environment() {
         ("JwtAudience", "JWT_AUDIENCE", "authenticated-users"),
         ("MigrateSecretArn", "MIGRATE_SECRET_ID", owner),
         ("HttpBudgetMs", "HTTP_BUDGET_MS", "20000"),
+        ("DbPooler", "DB_POOLER", "transaction"),
     ];
     let tuned = stack(&table.map(|(p, _, v)| (p, v)));
     for (param, var, value) in table {
@@ -950,6 +951,8 @@ fn operator_tunables_are_parameters_that_reach_the_environment() {
     );
     assert_eq!(base.env("JWT_AUDIENCE"), Some(&json!("authenticated")));
     for unset in [
+        // auto: the function decides by the host (Supabase's transaction pooler on 6543).
+        "DB_POOLER",
         "ADMIN_ROLES_TABLE",
         "MIGRATE_SECRET_ID",
         "JWT_SECRET",

@@ -223,6 +223,143 @@ async fn gateway_authorizer_claims_are_honoured() {
     assert_eq!(proxy(&app.handle(v1, &inv).await.unwrap()).0, 503);
 }
 
+/// `ADMIN_ROLE_CLAIM` (Supabase's role hook adds a top-level `user_role`):
+/// `admin`, or a list holding it, in every form API Gateway hands a claim
+/// over — JSON, JSON text, `[a b]`, `map[…]`. An admin gets through to the
+/// database (503 here: there is none); anyone else is refused (403).
+#[tokio::test]
+async fn the_admin_claim_in_every_rendering_api_gateway_sends() {
+    let inv = batch_processor::Invocation::new("r", None);
+    let body = json!({"jobType": "orchestrate", "data": {"dryRun": true}}).to_string();
+    let mut v2 = aws_sample("example-apigw-v2-request-jwt-authorizer.json");
+    v2["requestContext"]["http"]["method"] = json!("POST");
+    v2["body"] = json!(body);
+    let user = |claims: Value| {
+        let mut c = json!({"sub": BUYER_SUB, "role": "authenticated", "aud": "authenticated"});
+        for (k, v) in claims.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let hook = app(&[("ADMIN_ROLE_CLAIM", "user_role")]);
+    let nested = app(&[("ADMIN_ROLE_CLAIM", "app_metadata.roles")]);
+    let cases = [
+        (&hook, json!({"user_role": "admin"}), 503),
+        (&hook, json!({"user_role": "[\"member\",\"admin\"]"}), 503),
+        (&hook, json!({"user_role": "[member admin]"}), 503),
+        (&hook, json!({"user_role": "member"}), 403),
+        (&hook, json!({"user_role": "[member]"}), 403),
+        (&hook, json!({"app_metadata": "{\"role\":\"admin\"}"}), 403),
+        (
+            &nested,
+            json!({"app_metadata": "{\"roles\":[\"admin\"]}"}),
+            503,
+        ),
+        (
+            &nested,
+            json!({"app_metadata": "map[provider:email roles:[admin support]]"}),
+            503,
+        ),
+        (
+            &nested,
+            json!({"app_metadata": "map[provider:email roles:[support]]"}),
+            403,
+        ),
+    ];
+    for (app, claims, status) in cases {
+        v2["requestContext"]["authorizer"]["jwt"]["claims"] = user(claims.clone());
+        let resp = app.handle(v2.clone(), &inv).await.unwrap();
+        assert_eq!(proxy(&resp).0, status, "{claims}");
+    }
+    // A token the function verifies itself carries real JSON: a list, an object.
+    let exp = now_secs() + 600;
+    for (env, claims) in [
+        (
+            [("ADMIN_ROLE_CLAIM", "user_role")],
+            json!({"user_role": ["member", "admin"]}),
+        ),
+        (
+            [("ADMIN_ROLE_CLAIM", "app_metadata.roles")],
+            json!({"app_metadata": {"provider": "email", "roles": ["admin"]}}),
+        ),
+    ] {
+        let mut c = user(claims);
+        c["exp"] = json!(exp);
+        assert_eq!(
+            authenticator(&env)
+                .authenticate(&headers(Some(&bearer(&token(c.clone())))), None)
+                .await
+                .unwrap(),
+            Principal::Admin {
+                user_id: Some(uid(BUYER_SUB))
+            },
+            "{c}"
+        );
+    }
+}
+
+/// A user token that names an audience must name `JWT_AUDIENCE` (default
+/// `authenticated`), else 401; the service key, which has none, is exempt.
+#[tokio::test]
+async fn user_tokens_must_name_our_audience() {
+    let exp = now_secs() + 600;
+    let buyer = |aud: Value| {
+        bearer(&token(
+            json!({"role": "authenticated", "sub": BUYER_SUB, "aud": aud, "exp": exp}),
+        ))
+    };
+    let default = authenticator(&[]);
+    let custom = authenticator(&[("JWT_AUDIENCE", "shop-api")]);
+    let cases: [(&Authenticator, String, Result<Principal, &str>); 6] = [
+        (
+            &default,
+            buyer(json!("authenticated")),
+            Ok(Principal::Buyer {
+                user_id: uid(BUYER_SUB),
+            }),
+        ),
+        (
+            &default,
+            buyer(json!(["authenticated", "other"])),
+            Ok(Principal::Buyer {
+                user_id: uid(BUYER_SUB),
+            }),
+        ),
+        (
+            &default,
+            buyer(json!("other")),
+            Err("Token audience is not accepted"),
+        ),
+        (
+            &custom,
+            buyer(json!("authenticated")),
+            Err("Token audience is not accepted"),
+        ),
+        (
+            &custom,
+            buyer(json!("shop-api")),
+            Ok(Principal::Buyer {
+                user_id: uid(BUYER_SUB),
+            }),
+        ),
+        (
+            &custom,
+            bearer(&admin_token()),
+            Ok(Principal::Admin { user_id: None }),
+        ),
+    ];
+    for (auth, authorization, expected) in cases {
+        let got = auth
+            .authenticate(&headers(Some(&authorization)), None)
+            .await
+            .map_err(|e| {
+                assert_eq!(e.status(), 401);
+                e.to_string()
+            });
+        assert_eq!(got, expected.map_err(str::to_owned));
+    }
+}
+
 #[tokio::test]
 async fn auth_mode_none_makes_every_local_caller_an_admin() {
     let auth = authenticator(&[("AUTH_MODE", "none")]);

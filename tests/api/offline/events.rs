@@ -158,6 +158,67 @@ async fn the_idempotency_header_must_agree_with_the_body() {
     }
 }
 
+/// An `Idempotency-Key` header the function could not use is a 400, never
+/// ignored (a retry would become a second order): printable ASCII, 1 to 255
+/// characters. A usable one gets through to the job (503 here: no database).
+#[tokio::test]
+async fn an_unusable_idempotency_header_is_a_400() {
+    let app = app(&[]);
+    let auth = bearer(&buyer_token());
+    let order =
+        json!({"jobType": "process-order", "data": order_data("t-shirts", 5, "navy-m", BUYER_SUB)})
+            .to_string();
+    let long = "k".repeat(256);
+    let longest = "k".repeat(255);
+    for (key, status) in [
+        ("caf\u{e9}-order-1", 400),
+        ("\u{1F600}", 400),
+        (long.as_str(), 400),
+        ("", 400),
+        ("order 1 / retry", 503),
+        ("k-128-is-the-orders-own-limit", 503),
+    ] {
+        let resp = invoke(
+            &app,
+            http_v2(
+                "POST",
+                Some(&order),
+                &[("authorization", &auth), ("idempotency-key", key)],
+            ),
+        )
+        .await
+        .unwrap();
+        let (got, body) = proxy(&resp);
+        assert_eq!(got, status, "{key:?}: {body}");
+        if status == 400 {
+            assert_eq!(
+                body["error"],
+                "Idempotency-Key must be 1 to 255 printable ASCII characters"
+            );
+        }
+    }
+    // 255 is within the header's rule; process-order's own key is at most 128.
+    let resp = invoke(
+        &app,
+        http_v2(
+            "POST",
+            Some(&order),
+            &[("authorization", &auth), ("idempotency-key", &longest)],
+        ),
+    )
+    .await
+    .unwrap();
+    let (got, body) = proxy(&resp);
+    assert_eq!(got, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("idempotencyKey must be a string of 1 to 128 characters"),
+        "{body}"
+    );
+}
+
 /// Who may run what is settled before the database is asked anything.
 #[tokio::test]
 async fn roles_are_refused_before_any_work() {
