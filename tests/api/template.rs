@@ -995,6 +995,7 @@ fn every_variable_the_template_sets_is_a_row_of_the_configuration_table() {
         ("JwtSecret", "a-legacy-secret"),
         ("SupabaseUrl", "https://abcdefghijklmnopqrst.supabase.co"),
         ("AdminRolesTable", "public.user_roles"),
+        ("DbPooler", "transaction"),
     ]);
     let mut names = BTreeSet::new();
     for s in [defaults(), &everything] {
