@@ -4,6 +4,7 @@
 pub mod counts;
 pub mod fill;
 pub mod pricing;
+pub mod retry;
 pub mod status;
 pub mod terms;
 pub mod tier;
