@@ -52,6 +52,8 @@ GRANT SELECT, INSERT ON supplier_orders TO batch_processor_fn;
 -- delivery marks what EventBridge accepted (published_at) or could never take (publish_error).
 GRANT SELECT, INSERT ON batch_events TO batch_processor_fn;
 GRANT UPDATE (published_at, publish_error) ON batch_events TO batch_processor_fn;
+-- delivery leases rows, counts EventBridge's refusals and backs off (migration 0010, issue 21).
+GRANT UPDATE (publish_attempts, next_attempt_at, leased_until) ON batch_events TO batch_processor_fn;
 GRANT USAGE ON SEQUENCE batch_events_id_seq TO batch_processor_fn;
 -- process-order's recorded answers, for idempotent replays.
 GRANT SELECT, INSERT ON order_idempotency TO batch_processor_fn;

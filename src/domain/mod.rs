@@ -9,7 +9,7 @@ pub mod status;
 pub mod terms;
 pub mod tier;
 
-pub use counts::{Counts, Delivery};
+pub use counts::{Backlog, Counts, Delivery};
 pub use fill::{Fill, InvalidTarget};
 pub use status::BatchStatus;
 pub use tier::{decide, Action, Candidate, Outcome};
