@@ -8,7 +8,9 @@
 //!
 //! **Never holding the database.** A run leases due rows in one short
 //! statement ([`events::claim`]: `leased_until`, committed at once), sends
-//! them, and marks each call's rows in another ([`events::mark`]). No
+//! them, and marks the rows of calls that came back in another
+//! ([`events::mark`]; one at a time, so calls that come back together share
+//! a statement and a commit, and a lane never waits for its mark). No
 //! transaction and no row lock is open while a call is in flight, so a slow
 //! or hung EventBridge pins no pooler session and holds back no vacuum. A
 //! crash between a send and its mark leaves the rows leased; once the lease
@@ -93,10 +95,10 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// How long a claim leases its rows: past every call its rows may wait
-    /// for, so that in practice only a crash lets a lease run out.
+    /// How long a claim leases its rows: four calls' time at least, so that
+    /// in practice only a crash lets a lease run out.
     pub fn lease(&self) -> Duration {
-        MIN_LEASE.max(self.call_timeout.saturating_mul(4))
+        MIN_LEASE.max(self.call_window().saturating_mul(4))
     }
 
     /// A row is sent only while its lease outlasts the call by this much;
@@ -201,19 +203,33 @@ struct InLine {
     lease_ends: Instant,
 }
 
-/// What one call came to.
-#[derive(Debug, Default)]
-struct CallDone {
+/// What one call's answer comes to: counts, and the marks to write.
+#[derive(Debug, Default, PartialEq)]
+struct Judged {
     published: u64,
     failed: u64,
     set_aside: u64,
     /// The call failed whole: stop the run.
     call_failed: bool,
+    marks: Marks,
 }
 
-type Call<'r> = Pin<Box<dyn Future<Output = Result<CallDone, StoreError>> + Send + 'r>>;
+/// A call in flight: its rows, and what the sink answered.
+type Call<'r> = Pin<Box<dyn Future<Output = (Vec<InLine>, SendAnswer)> + Send + 'r>>;
+type SendAnswer = Result<Vec<EntryOutcome>, SinkError>;
+/// A mark statement in flight.
+type Marking<'r> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'r>>;
 
-/// One delivery run: claims, lanes, calls in flight.
+/// What finished while the run waited.
+enum Finished {
+    Call(Vec<InLine>, SendAnswer),
+    Marked(Result<(), StoreError>),
+}
+
+/// One delivery run: claims, lanes, calls in flight, and one mark statement
+/// at a time for whatever calls have come back (so a lane sends its next
+/// call without waiting for its last one's mark, and marks of calls that come
+/// back together share one statement and one commit).
 struct Run<'r> {
     sql: Sql<'r>,
     sink: &'r dyn EventSink,
@@ -224,6 +240,9 @@ struct Run<'r> {
     started: Instant,
     lanes: Vec<VecDeque<InLine>>,
     calls: Vec<Option<Call<'r>>>,
+    marking: Option<Marking<'r>>,
+    /// Marks waiting for the next statement.
+    to_mark: Marks,
     /// Rows still to claim (the limit).
     left: u64,
     /// The claim cursor: the last id claimed in this run.
@@ -232,8 +251,6 @@ struct Run<'r> {
     drained: bool,
     /// Time is up, or a call failed whole: start no call.
     stopping: bool,
-    /// Rows to give back unsent.
-    unsent: Vec<Leased>,
     out: Delivery,
 }
 
@@ -260,11 +277,12 @@ impl<'r> Run<'r> {
             started: Instant::now(),
             lanes: (0..lanes).map(|_| VecDeque::new()).collect(),
             calls: (0..lanes).map(|_| None).collect(),
+            marking: None,
+            to_mark: Marks::default(),
             left: bounds.limit,
             after: 0,
             drained: false,
             stopping: false,
-            unsent: Vec::new(),
             out: Delivery::default(),
         }
     }
@@ -280,22 +298,22 @@ impl<'r> Run<'r> {
 
     async fn deliver(mut self) -> Result<Delivery, StoreError> {
         let result = self.run().await;
-        // Whatever was leased and not sent goes back, error or not.
-        self.unsent.extend(
-            self.lanes
-                .iter_mut()
-                .flat_map(|l| l.drain(..))
-                .map(|r| r.leased),
-        );
+        // Calls still in flight (only after an error) are dropped: their rows
+        // stay leased until the lease runs out. Whatever waits to be marked,
+        // and every row leased and not sent, is written now, error or not.
         self.calls.iter_mut().for_each(|c| *c = None);
-        if !self.unsent.is_empty() {
-            let marks = Marks {
-                released: std::mem::take(&mut self.unsent),
-                ..Marks::default()
-            };
-            let released = events::mark(&self.sql, &marks).await;
+        self.marking = None;
+        let unsent: Vec<Leased> = self
+            .lanes
+            .iter_mut()
+            .flat_map(|l| l.drain(..))
+            .map(|r| r.leased)
+            .collect();
+        self.to_mark.released.extend(unsent);
+        if !self.to_mark.is_empty() {
+            let last = events::mark(&self.sql, &self.to_mark).await;
             if result.is_ok() {
-                released?;
+                last?;
             }
         }
         result?;
@@ -312,16 +330,27 @@ impl<'r> Run<'r> {
             }
             self.refill().await?;
             self.start_calls();
-            if self.calls.iter().all(Option::is_none) {
-                // Nothing in flight and nothing started: nothing more to do.
+            if self.marking.is_none() && !self.to_mark.is_empty() {
+                let marks = std::mem::take(&mut self.to_mark);
+                let sql = self.sql;
+                self.marking = Some(Box::pin(async move { events::mark(&sql, &marks).await }));
+            }
+            if self.marking.is_none() && self.calls.iter().all(Option::is_none) {
+                // Nothing in flight, nothing started, nothing to mark: done.
                 return Ok(());
             }
-            let done = next_done(&mut self.calls).await?;
-            self.out.published += done.published;
-            self.out.failed += done.failed;
-            self.out.set_aside += done.set_aside;
-            if done.call_failed {
-                self.stopping = true;
+            match next_finished(&mut self.calls, &mut self.marking).await {
+                Finished::Marked(result) => result?,
+                Finished::Call(rows, answer) => {
+                    let judged = judge(&rows, answer, self.policy.max_attempts);
+                    self.out.published += judged.published;
+                    self.out.failed += judged.failed;
+                    self.out.set_aside += judged.set_aside;
+                    if judged.call_failed {
+                        self.stopping = true;
+                    }
+                    self.to_mark.append(judged.marks);
+                }
             }
         }
     }
@@ -386,8 +415,8 @@ impl<'r> Run<'r> {
                 continue;
             }
             if self.stopping {
-                self.unsent
-                    .extend(self.lanes[lane].drain(..).map(|r| r.leased));
+                let unsent = self.lanes[lane].drain(..).map(|r| r.leased);
+                self.to_mark.released.extend(unsent);
                 continue;
             }
             let take = self.lanes[lane].len().min(PER_CALL);
@@ -399,30 +428,41 @@ impl<'r> Run<'r> {
                 } else {
                     // Its lease would run out mid-call: another publisher
                     // could send it too. Given back unsent.
-                    self.unsent.push(row.leased);
+                    self.to_mark.released.push(row.leased);
                 }
             }
             if !rows.is_empty() {
-                self.calls[lane] = Some(Box::pin(call(
-                    self.sql,
-                    self.sink,
-                    rows,
-                    time_left,
-                    self.policy.max_attempts,
-                )));
+                let sink = self.sink;
+                self.calls[lane] = Some(Box::pin(async move {
+                    let events: Vec<OutboxEvent> = rows.iter().map(|r| r.event.clone()).collect();
+                    let answer = match tokio::time::timeout(time_left, sink.send(&events)).await {
+                        Ok(answer) => answer,
+                        Err(_) => Err(SinkError("timed out within the delivery budget".into())),
+                    };
+                    (rows, answer)
+                }));
             }
         }
     }
 }
 
-/// The first call in flight to finish; its slot is emptied.
-async fn next_done(calls: &mut [Option<Call<'_>>]) -> Result<CallDone, StoreError> {
+/// The first call or mark in flight to finish; its slot is emptied.
+async fn next_finished(
+    calls: &mut [Option<Call<'_>>],
+    marking: &mut Option<Marking<'_>>,
+) -> Finished {
     std::future::poll_fn(|cx| {
+        if let Some(mark) = marking {
+            if let Poll::Ready(result) = mark.as_mut().poll(cx) {
+                *marking = None;
+                return Poll::Ready(Finished::Marked(result));
+            }
+        }
         for slot in calls.iter_mut() {
             if let Some(call) = slot {
-                if let Poll::Ready(done) = call.as_mut().poll(cx) {
+                if let Poll::Ready((rows, answer)) = call.as_mut().poll(cx) {
                     *slot = None;
-                    return Poll::Ready(done);
+                    return Poll::Ready(Finished::Call(rows, answer));
                 }
             }
         }
@@ -431,96 +471,187 @@ async fn next_done(calls: &mut [Option<Call<'_>>]) -> Result<CallDone, StoreErro
     .await
 }
 
-/// Sends one call's rows (cut off when `time_left` runs out) and marks them.
-async fn call(
-    sql: Sql<'_>,
-    sink: &dyn EventSink,
-    rows: Vec<InLine>,
-    time_left: Duration,
-    max_attempts: u32,
-) -> Result<CallDone, StoreError> {
-    let batch: Vec<OutboxEvent> = rows.iter().map(|r| r.event.clone()).collect();
-    let answer = match tokio::time::timeout(time_left, sink.send(&batch)).await {
-        Ok(answer) => answer,
-        Err(_) => Err(SinkError("timed out within the delivery budget".into())),
+/// What the sink's answer to one call means for each of its rows.
+fn judge(rows: &[InLine], answer: SendAnswer, max_attempts: u32) -> Judged {
+    let mut j = Judged::default();
+    let outcomes = match answer {
+        Ok(outcomes) if outcomes.len() == rows.len() => outcomes,
+        failed => {
+            // Nothing is known of any entry: no attempt is counted, the
+            // leases are given back, and the run stops.
+            match failed {
+                Err(e) => tracing::warn!(error = %e, events = rows.len(),
+                    "could not deliver events; they stay pending for a later run"),
+                Ok(_) => tracing::warn!(
+                    events = rows.len(),
+                    "the sink's answer does not match its entries; they stay pending"
+                ),
+            }
+            j.failed = rows.len() as u64;
+            j.call_failed = true;
+            j.marks.released = rows.iter().map(|r| r.leased).collect();
+            return j;
+        }
     };
-    let mut done = CallDone::default();
-    let mut marks = Marks::default();
     // The first refusal's code, when some entries are to be tried again.
     let mut retried: Option<String> = None;
-    match answer {
-        Ok(outcomes) if outcomes.len() == rows.len() => {
-            for (row, outcome) in rows.iter().zip(outcomes) {
-                let id = row.leased.id;
-                match outcome {
-                    EntryOutcome::Accepted => {
-                        done.published += 1;
-                        marks.accepted.push(id);
-                    }
-                    EntryOutcome::Retry(code) => {
-                        done.failed += 1;
-                        let refusals = u32::try_from(row.attempts.max(0))
-                            .unwrap_or(0)
-                            .saturating_add(1);
-                        match after_refusal(refusals, max_attempts, id) {
-                            AfterRefusal::RetryIn(delay) => {
-                                tracing::debug!(eventId = id, code = %code, refusals, retryInMs = delay.as_millis() as u64,
-                                    "EventBridge refused an event; it is tried again later");
-                                retried.get_or_insert(code);
-                                marks.refused.push(Refusal {
-                                    row: row.leased,
-                                    retry_in: delay,
-                                    set_aside: None,
-                                });
-                            }
-                            AfterRefusal::SetAside => {
-                                tracing::error!(eventId = id, code = %code, refusals,
-                                    "EventBridge refused an event too often; set aside");
-                                done.set_aside += 1;
-                                marks.refused.push(Refusal {
-                                    row: row.leased,
-                                    retry_in: Duration::ZERO,
-                                    set_aside: Some(format!(
-                                        "EventBridge refused it {refusals} times (last: {code})"
-                                    )),
-                                });
-                            }
-                        }
-                    }
-                    EntryOutcome::Undeliverable(reason) => {
-                        done.failed += 1;
-                        done.set_aside += 1;
-                        tracing::error!(eventId = id, reason = %reason, "an event can never be delivered; set aside");
-                        marks.refused.push(Refusal {
+    for (row, outcome) in rows.iter().zip(outcomes) {
+        let id = row.leased.id;
+        let reason = match outcome {
+            EntryOutcome::Accepted => {
+                j.published += 1;
+                j.marks.accepted.push(id);
+                continue;
+            }
+            EntryOutcome::Retry(code) => {
+                j.failed += 1;
+                let refusals = u32::try_from(row.attempts.max(0))
+                    .unwrap_or(0)
+                    .saturating_add(1);
+                match after_refusal(refusals, max_attempts, id) {
+                    AfterRefusal::RetryIn(delay) => {
+                        tracing::debug!(eventId = id, code = %code, refusals,
+                            retryInMs = delay.as_millis() as u64,
+                            "EventBridge refused an event; it is tried again later");
+                        retried.get_or_insert(code);
+                        j.marks.refused.push(Refusal {
                             row: row.leased,
-                            retry_in: Duration::ZERO,
-                            set_aside: Some(reason),
+                            retry_in: delay,
+                            set_aside: None,
                         });
+                        continue;
+                    }
+                    AfterRefusal::SetAside => {
+                        format!("EventBridge refused it {refusals} times (last: {code})")
                     }
                 }
             }
-        }
-        Ok(_) => {
-            // A sink that answers for other entries than it was given: nothing is known.
-            done.failed += rows.len() as u64;
-            done.call_failed = true;
-            tracing::warn!(
-                events = rows.len(),
-                "the sink's answer does not match its entries; they stay pending"
-            );
-            marks.released = rows.iter().map(|r| r.leased).collect();
-        }
-        Err(e) => {
-            done.failed += rows.len() as u64;
-            done.call_failed = true;
-            tracing::warn!(error = %e, events = rows.len(), "could not deliver events; they stay pending for a later run");
-            marks.released = rows.iter().map(|r| r.leased).collect();
-        }
+            EntryOutcome::Undeliverable(reason) => {
+                j.failed += 1;
+                reason
+            }
+        };
+        tracing::error!(eventId = id, reason = %reason, "an event is set aside; it is not delivered until retrySetAside");
+        j.set_aside += 1;
+        j.marks.refused.push(Refusal {
+            row: row.leased,
+            retry_in: Duration::ZERO,
+            set_aside: Some(reason),
+        });
     }
     if let Some(code) = retried {
-        tracing::warn!(refused = done.failed - done.set_aside, entries = rows.len(), code = %code,
+        tracing::warn!(refused = j.failed - j.set_aside, entries = rows.len(), code = %code,
             "EventBridge refused entries; they are tried again later");
     }
-    events::mark(&sql, &marks).await?;
-    Ok(done)
+    j
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(id: i64, attempts: i32) -> InLine {
+        let lease = chrono::DateTime::from_timestamp(1_764_400_000, 0).unwrap();
+        InLine {
+            event: OutboxEvent {
+                id,
+                event_type: "batch.confirmed".into(),
+                detail: json!({"eventId": id}),
+            },
+            leased: Leased { id, lease },
+            attempts,
+            lease_ends: Instant::now() + MIN_LEASE,
+        }
+    }
+
+    fn refused(code: &str) -> EntryOutcome {
+        EntryOutcome::Retry(code.into())
+    }
+
+    #[test]
+    fn each_answer_comes_to_one_mark_per_row() {
+        let rows = [row(1, 0), row(2, 0), row(3, 9), row(4, 3), row(5, 0)];
+        let answer = Ok(vec![
+            EntryOutcome::Accepted,
+            refused("ThrottlingException"),
+            refused("InternalFailure"),
+            refused("ThrottlingException"),
+            EntryOutcome::Undeliverable("too large".into()),
+        ]);
+        let j = judge(&rows, answer, 10);
+        assert_eq!(
+            (j.published, j.failed, j.set_aside, j.call_failed),
+            (1, 4, 2, false)
+        );
+        assert_eq!(j.marks.accepted, vec![1]);
+        assert!(j.marks.released.is_empty());
+        let by_id: Vec<(i64, Option<&str>)> = j
+            .marks
+            .refused
+            .iter()
+            .map(|r| (r.row.id, r.set_aside.as_deref()))
+            .collect();
+        assert_eq!(
+            by_id,
+            vec![
+                (2, None),
+                (
+                    3,
+                    Some("EventBridge refused it 10 times (last: InternalFailure)")
+                ),
+                (4, None),
+                (5, Some("too large")),
+            ]
+        );
+        // The backoff grows with the refusals the row already had.
+        let delay = |id: i64| {
+            j.marks
+                .refused
+                .iter()
+                .find(|r| r.row.id == id)
+                .unwrap()
+                .retry_in
+        };
+        assert!(delay(2) <= Duration::from_secs(1), "{:?}", delay(2));
+        assert!(delay(4) >= Duration::from_secs(4), "{:?}", delay(4));
+    }
+
+    #[test]
+    fn a_call_that_failed_whole_counts_no_refusal_and_gives_the_leases_back() {
+        let rows = [row(7, 2), row(8, 0)];
+        for answer in [
+            Err(SinkError("timed out".into())),
+            // An answer for other entries than were sent says nothing either.
+            Ok(vec![EntryOutcome::Accepted]),
+        ] {
+            let j = judge(&rows, answer, 10);
+            assert_eq!(
+                (j.published, j.failed, j.set_aside, j.call_failed),
+                (0, 2, 0, true)
+            );
+            assert!(j.marks.accepted.is_empty() && j.marks.refused.is_empty());
+            assert_eq!(
+                j.marks.released,
+                vec![rows[0].leased, rows[1].leased],
+                "no attempt burned"
+            );
+        }
+    }
+
+    #[test]
+    fn leases_outlast_every_call_their_rows_may_wait_for() {
+        let policy = |ms: u64| Policy {
+            concurrency: 8,
+            max_attempts: 10,
+            call_timeout: Duration::from_millis(ms),
+        };
+        assert_eq!(policy(5000).lease(), Duration::from_secs(60));
+        assert_eq!(policy(30_000).lease(), Duration::from_secs(128));
+        for ms in [200, 1000, 5000, 60_000] {
+            let p = policy(ms);
+            assert!(p.lease() >= p.call_window() * 4, "{ms}");
+        }
+        assert_eq!(policy(5000).claim_size(), 160);
+    }
 }

@@ -133,6 +133,13 @@ impl Marks {
     pub fn is_empty(&self) -> bool {
         self.accepted.is_empty() && self.refused.is_empty() && self.released.is_empty()
     }
+
+    /// Adds `other`'s rows to these (several calls' marks in one statement).
+    pub fn append(&mut self, mut other: Marks) {
+        self.accepted.append(&mut other.accepted);
+        self.refused.append(&mut other.refused);
+        self.released.append(&mut other.released);
+    }
 }
 
 /// Marks one call's rows in one statement. Accepted rows are published
