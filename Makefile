@@ -11,7 +11,7 @@ LAMBDA_PORT ?= 9000
 VENV := .venv
 TOOLS_STAMP := $(VENV)/.tools-v3
 # The architecture `make package` builds. x86_64 here (the only Rust standard library on these
-# machines); arm64 needs `rustup target add aarch64-unknown-linux-gnu` and zig (README "Deploying").
+# machines); arm64 needs `rustup target add aarch64-unknown-linux-gnu` and zig (docs/deploy.md step 5).
 ARCH ?= x86_64
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -84,7 +84,7 @@ artifact-e2e: tools ## every file in events/ against the bootstrap of `make pack
 build-native: tools ## the release bootstrap for this machine's architecture (no zig, no downloads)
 	$(CARGO) lambda build --release --compiler cargo
 
-bench: tools ## the scale benchmark (BENCHMARKS.md), with a local EventBridge; BENCH_ARGS="--batches 1000000 --skip-original"
+bench: tools ## the scale benchmark (BENCHMARKS.md), with a local EventBridge; BENCH_ARGS="--batches 1000000 --skip-original --orders 200"
 	@mkdir -p target
 	DATABASE_URL="$$(scripts/pg.sh)" scripts/with-moto.sh $(CARGO) bench --bench scale -- --report target/bench-report.md $(BENCH_ARGS)
 

@@ -4,7 +4,12 @@
 //! process-order throughput.
 //!
 //!     make bench                          # N = 100,000
-//!     make bench BENCH_ARGS="--batches 1000000 --skip-original"
+//!     make bench BENCH_ARGS="--batches 1000000 --skip-original --orders 200"
+//!
+//! Options: `--rounds N` (default 2: project and floor each N times on fresh
+//! copies, order alternating; each contender's best round is compared),
+//! `--db-prefix NAME` (the databases' names; default `bp_bench`),
+//! `--orders-only`, `--report FILE`.
 //!
 //! Postgres comes from DATABASE_URL (any database on the server; `make bench`
 //! finds or starts one). Durable commits are expected (fsync and
@@ -36,6 +41,11 @@ struct Args {
     delivery_only: bool,
     orders_per_instance: usize,
     report: Option<String>,
+    /// Names of the bench's databases start with this (`--db-prefix`), so two
+    /// people benchmarking on one shared server never drop each other's copies.
+    db_prefix: String,
+    /// Rounds of project and floor, each on fresh copies (`--rounds`).
+    rounds: usize,
 }
 
 fn args() -> Args {
@@ -46,6 +56,8 @@ fn args() -> Args {
         delivery_only: false,
         orders_per_instance: 400,
         report: None,
+        db_prefix: "bp_bench".into(),
+        rounds: 2,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -58,6 +70,22 @@ fn args() -> Args {
                 a.orders_per_instance = it.next().and_then(|v| v.parse().ok()).expect("--orders N")
             }
             "--report" => a.report = it.next(),
+            "--rounds" => {
+                a.rounds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&r| r > 0)
+                    .expect("--rounds N (1 or more)")
+            }
+            "--db-prefix" => {
+                a.db_prefix = it
+                    .next()
+                    .filter(|p| {
+                        p.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                    })
+                    .expect("--db-prefix NAME (lowercase letters, digits, _)")
+            }
             "--bench" => {} // passed by `cargo bench`
             other => eprintln!("ignoring argument {other}"),
         }
@@ -318,94 +346,105 @@ async fn original(db: &str) -> Duration {
     started.elapsed()
 }
 
-/// The same-work SQL floor: one transaction of a few set-based statements
-/// making exactly the project's writes — statuses, supplier orders with their
-/// totals, order cancellations and refund flags, history rows, batch_events.
+/// The same-work SQL floor: the cheapest way we found to make exactly the
+/// project's writes — statuses, supplier orders with their totals and target
+/// dates, order cancellations and refund flags, history rows, events with the
+/// same payloads (refunds from the contributions), the nearing-target flag —
+/// in one transaction of set-based statements: the decisions into a temporary
+/// table with the tiers decided in SQL, one UPDATE of every batch, one INSERT of
+/// the supplier orders, the orders read once (hash joins) and updated once, one
+/// INSERT of history rows and one of events (the nearing-target ones apart, as
+/// only they need `ON CONFLICT`, which costs every row a speculative insert).
+/// It takes no row locks and gives no exactly-once guarantee against a second
+/// run; JIT is off and `work_mem` is 64 MB for it (its estimates are in the
+/// millions of rows, so JIT compiled and optimized for seconds; its hashes and
+/// sorts spilled to disk at 4 MB). BENCHMARKS.md compares it with the earlier
+/// floor.
+const FLOOR_SQL: &str = "
+BEGIN;
+SET LOCAL jit = off;
+SET LOCAL work_mem = '64MB';
+CREATE TEMP TABLE d ON COMMIT DROP AS
+SELECT x.*,
+       CASE WHEN x.action = 'confirm' THEN gen_random_uuid() END AS so_id,
+       CASE WHEN x.action = 'confirm' THEN COALESCE(t.total, 0) END AS total,
+       CASE WHEN x.action = 'confirm' THEN current_date + COALESCE(mt.lead_time_days, 14) END AS target_date
+  FROM (SELECT b.id, b.supplier_id, b.target_quantity, b.current_quantity, b.product_category,
+               b.unit_price_base, b.window_closes_at,
+               trim_scale(round(b.current_quantity * 100.0 / b.target_quantity, 2)) AS fill,
+               CASE WHEN b.current_quantity * 100 >= b.target_quantity * 75 THEN 'confirm'
+                    WHEN b.window_closes_at <= now() AND b.current_quantity * 100 >= b.target_quantity * 50 THEN 'review'
+                    WHEN b.window_closes_at <= now() THEN 'cancel'
+                    WHEN b.current_quantity * 100 >= b.target_quantity * 60
+                         AND b.nearing_target_notified_at IS NULL THEN 'nearing'
+               END AS action
+          FROM production_batches b
+         WHERE b.batch_status = 'filling' AND b.window_closes_at < now() + interval '24 hours'
+           AND b.target_quantity > 0) x
+  LEFT JOIN (SELECT c.batch_id, sum(c.quantity * c.buyer_price_per_unit) AS total
+               FROM batch_contributions c GROUP BY c.batch_id) t ON t.batch_id = x.id AND x.action = 'confirm'
+  LEFT JOIN supplier_mou_terms mt ON mt.supplier_id = x.supplier_id
+ WHERE x.action IS NOT NULL;
+ANALYZE d;
+
+UPDATE production_batches b
+   SET batch_status = CASE d.action WHEN 'confirm' THEN 'confirmed' WHEN 'review' THEN 'needs_review'
+                                    WHEN 'cancel' THEN 'cancelled' ELSE b.batch_status END,
+       actual_start_date = CASE WHEN d.action = 'confirm' THEN current_date ELSE b.actual_start_date END,
+       updated_at = CASE WHEN d.action = 'nearing' THEN b.updated_at ELSE now() END,
+       nearing_target_notified_at = CASE WHEN d.action = 'nearing' THEN now() ELSE b.nearing_target_notified_at END
+  FROM d WHERE b.id = d.id;
+
+INSERT INTO supplier_orders (id, order_number, supplier_id, batch_id, product_type, quantity, buyer_price,
+                             supplier_price, status, target_date)
+SELECT d.so_id, 'BATCH-' || d.id, d.supplier_id, d.id, d.product_category, d.target_quantity, d.total,
+       d.unit_price_base * d.target_quantity, 'pending', d.target_date
+  FROM d WHERE d.action = 'confirm';
+
+CREATE TEMP TABLE t ON COMMIT DROP AS
+SELECT DISTINCT ON (c.order_id) c.order_id AS id, o.workflow_status, o.payment_status,
+       c.quantity * c.buyer_price_per_unit AS amount, d.id AS batch_id, d.fill
+  FROM d JOIN batch_contributions c ON c.batch_id = d.id JOIN orders o ON o.id = c.order_id
+ WHERE d.action = 'cancel' AND o.status IS DISTINCT FROM 'cancelled'
+   AND o.workflow_status IS DISTINCT FROM 'cancelled'
+ ORDER BY c.order_id, d.id;
+ANALYZE t;
+UPDATE orders o SET status = 'cancelled', workflow_status = 'cancelled',
+       payment_status = CASE WHEN t.payment_status IN ('paid', 'partial') THEN 'refund_pending' ELSE t.payment_status END,
+       updated_at = now()
+  FROM t WHERE o.id = t.id;
+INSERT INTO order_status_history (order_id, old_status, new_status, changed_by, notes)
+SELECT t.id, t.workflow_status, 'cancelled', NULL, 'Batch ' || t.batch_id || ' cancelled at ' || t.fill || '% filled'
+  FROM t;
+
+INSERT INTO batch_events (batch_id, order_id, event_type, payload)
+SELECT d.id, NULL::uuid, 'batch.confirmed', jsonb_build_object('supplierOrderId', d.so_id, 'fillPercentage', d.fill,
+       'quantity', d.target_quantity, 'supplierPrice', d.unit_price_base * d.target_quantity, 'buyerPrice', d.total)
+  FROM d WHERE d.action = 'confirm'
+UNION ALL
+SELECT d.id, NULL, 'batch.needs_review', jsonb_build_object('fillPercentage', d.fill, 'currentQuantity', d.current_quantity,
+       'targetQuantity', d.target_quantity, 'windowClosesAt', d.window_closes_at)
+  FROM d WHERE d.action = 'review'
+UNION ALL
+SELECT d.id, NULL, 'batch.cancelled', jsonb_build_object('fillPercentage', d.fill, 'ordersCancelled', COALESCE(n.cancelled, 0))
+  FROM d LEFT JOIN (SELECT batch_id, count(*) AS cancelled FROM t GROUP BY batch_id) n ON n.batch_id = d.id
+ WHERE d.action = 'cancel'
+UNION ALL
+SELECT t.batch_id, t.id, 'order.cancelled', jsonb_build_object('previousWorkflowStatus', t.workflow_status) FROM t
+UNION ALL
+SELECT t.batch_id, t.id, 'order.refund_requested', jsonb_build_object('amount', t.amount,
+       'previousPaymentStatus', t.payment_status)
+  FROM t WHERE t.payment_status IN ('paid', 'partial');
+INSERT INTO batch_events (batch_id, event_type, payload)
+SELECT d.id, 'batch.nearing_target', jsonb_build_object('fillPercentage', d.fill) FROM d WHERE d.action = 'nearing'
+ON CONFLICT (batch_id) WHERE event_type = 'batch.nearing_target' DO NOTHING;
+COMMIT;
+";
+
 async fn floor(db: &str) -> Duration {
     let c = connect(&url_for(db)).await;
     let started = Instant::now();
-    c.batch_execute(
-        "BEGIN;
-         CREATE TEMP TABLE d ON COMMIT DROP AS
-         SELECT * FROM (
-         SELECT b.id, trim_scale(round(b.current_quantity * 100.0 / b.target_quantity, 2)) AS fill,
-                CASE WHEN b.current_quantity * 100 >= b.target_quantity * 75 THEN 'confirm'
-                     WHEN b.window_closes_at <= now() AND b.current_quantity * 100 >= b.target_quantity * 50 THEN 'review'
-                     WHEN b.window_closes_at <= now() THEN 'cancel'
-                     WHEN b.current_quantity * 100 >= b.target_quantity * 60
-                          AND b.nearing_target_notified_at IS NULL THEN 'nearing'
-                END AS action
-           FROM production_batches b
-          WHERE b.batch_status = 'filling' AND b.window_closes_at < now() + interval '24 hours'
-            AND b.target_quantity > 0) decided
-          WHERE action IS NOT NULL;
-         ANALYZE d;
-
-         WITH moved AS (
-             UPDATE production_batches b SET batch_status = 'confirmed', actual_start_date = current_date, updated_at = now()
-               FROM d WHERE d.id = b.id AND d.action = 'confirm'
-             RETURNING b.id, b.supplier_id, b.target_quantity, b.product_category, b.unit_price_base, d.fill
-         ), so AS (
-             INSERT INTO supplier_orders (order_number, supplier_id, batch_id, product_type, quantity, buyer_price, supplier_price, status)
-             SELECT 'BATCH-' || m.id, m.supplier_id, m.id, m.product_category, m.target_quantity,
-                    COALESCE(t.total, 0), m.unit_price_base * m.target_quantity, 'pending'
-               FROM moved m LEFT JOIN (SELECT c.batch_id, sum(c.quantity * c.buyer_price_per_unit) AS total
-                                         FROM batch_contributions c JOIN d ON d.id = c.batch_id AND d.action = 'confirm'
-                                        GROUP BY c.batch_id) t ON t.batch_id = m.id
-             RETURNING id, batch_id, quantity, buyer_price, supplier_price
-         )
-         INSERT INTO batch_events (batch_id, event_type, payload)
-         SELECT so.batch_id, 'batch.confirmed', jsonb_build_object('supplierOrderId', so.id, 'fillPercentage', m.fill,
-                'quantity', so.quantity, 'supplierPrice', so.supplier_price, 'buyerPrice', so.buyer_price)
-           FROM so JOIN moved m ON m.id = so.batch_id;
-
-         WITH moved AS (
-             UPDATE production_batches b SET batch_status = 'needs_review', updated_at = now()
-               FROM d WHERE d.id = b.id AND d.action = 'review'
-             RETURNING b.id, d.fill, b.current_quantity, b.target_quantity, b.window_closes_at
-         )
-         INSERT INTO batch_events (batch_id, event_type, payload)
-         SELECT id, 'batch.needs_review', jsonb_build_object('fillPercentage', fill, 'currentQuantity', current_quantity,
-                'targetQuantity', target_quantity, 'windowClosesAt', window_closes_at)
-           FROM moved;
-
-         CREATE TEMP TABLE t ON COMMIT DROP AS
-         SELECT DISTINCT ON (o.id) o.id, o.workflow_status, o.payment_status, o.buyer_price, d.id AS batch_id, d.fill
-           FROM d JOIN batch_contributions c ON c.batch_id = d.id JOIN orders o ON o.id = c.order_id
-          WHERE d.action = 'cancel' AND o.status IS DISTINCT FROM 'cancelled'
-            AND o.workflow_status IS DISTINCT FROM 'cancelled'
-          ORDER BY o.id, d.id;
-         ANALYZE d; ANALYZE t;
-         UPDATE production_batches b SET batch_status = 'cancelled', updated_at = now()
-           FROM d WHERE d.id = b.id AND d.action = 'cancel';
-         UPDATE orders o SET status = 'cancelled', workflow_status = 'cancelled',
-                payment_status = CASE WHEN t.payment_status IN ('paid', 'partial') THEN 'refund_pending' ELSE t.payment_status END,
-                updated_at = now()
-           FROM t WHERE o.id = t.id;
-         INSERT INTO order_status_history (order_id, old_status, new_status, changed_by, notes)
-         SELECT t.id, t.workflow_status, 'cancelled', NULL, 'Batch ' || t.batch_id || ' cancelled at ' || t.fill || '% filled'
-           FROM t;
-         INSERT INTO batch_events (batch_id, order_id, event_type, payload)
-         SELECT d.id, NULL::uuid, 'batch.cancelled', jsonb_build_object('fillPercentage', d.fill,
-                'ordersCancelled', COALESCE(n.cancelled, 0))
-           FROM d LEFT JOIN (SELECT batch_id, count(*) AS cancelled FROM t GROUP BY batch_id) n ON n.batch_id = d.id
-          WHERE d.action = 'cancel'
-         UNION ALL
-         SELECT t.batch_id, t.id, 'order.cancelled', jsonb_build_object('previousWorkflowStatus', t.workflow_status) FROM t
-         UNION ALL
-         SELECT t.batch_id, t.id, 'order.refund_requested', jsonb_build_object('amount', t.buyer_price,
-                'previousPaymentStatus', t.payment_status)
-           FROM t WHERE t.payment_status IN ('paid', 'partial');
-
-         UPDATE production_batches b SET nearing_target_notified_at = now()
-           FROM d WHERE d.id = b.id AND d.action = 'nearing';
-         INSERT INTO batch_events (batch_id, event_type, payload)
-         SELECT d.id, 'batch.nearing_target', jsonb_build_object('fillPercentage', d.fill) FROM d WHERE d.action = 'nearing'
-         ON CONFLICT (batch_id) WHERE event_type = 'batch.nearing_target' DO NOTHING;
-         COMMIT;",
-    )
-    .await
-    .expect("floor");
+    c.batch_execute(FLOOR_SQL).await.expect("floor");
     started.elapsed()
 }
 
@@ -418,7 +457,7 @@ async fn written(db: &str, with_details: bool) -> Vec<(String, String)> {
     )];
     if with_details {
         queries.extend([
-            ("supplier orders", "SELECT md5(string_agg(batch_id || order_number || supplier_id || quantity || buyer_price || supplier_price || status || product_type || COALESCE(margin::text, ''), ',' ORDER BY batch_id)) FROM supplier_orders"),
+            ("supplier orders", "SELECT md5(string_agg(batch_id || order_number || supplier_id || quantity || buyer_price || supplier_price || status || product_type || COALESCE(margin::text, '') || COALESCE(target_date::text, '-'), ',' ORDER BY batch_id)) FROM supplier_orders"),
             ("orders", "SELECT md5(string_agg(id || status || workflow_status || payment_status, ',' ORDER BY id)) FROM orders"),
             ("history", "SELECT md5(string_agg(order_id || COALESCE(old_status::text, '') || new_status || COALESCE(notes, ''), ',' ORDER BY order_id, notes)) FROM order_status_history"),
             ("events", "SELECT md5(string_agg(batch_id || COALESCE(order_id::text, '') || event_type || (payload - 'supplierOrderId')::text, ',' ORDER BY batch_id, event_type, order_id, payload::text)) FROM batch_events"),
@@ -562,16 +601,16 @@ async fn run(a: &Args) -> String {
     ));
 
     if a.delivery_only {
-        delivery_latency_section(&mut r).await;
+        delivery_latency_section(&a.db_prefix, &mut r).await;
         return r;
     }
     if !a.orders_only {
         orchestrate_section(a, &mut r).await;
-        delivery_latency_section(&mut r).await;
+        delivery_latency_section(&a.db_prefix, &mut r).await;
     }
 
     // process-order: 8 instances, spread over 20 categories, then one hot category.
-    let orders_db = "bp_bench_orders";
+    let orders_db = &format!("{}_orders", a.db_prefix);
     admin(&format!("DROP DATABASE IF EXISTS {orders_db} WITH (FORCE)")).await;
     admin(&format!("CREATE DATABASE {orders_db}")).await;
     app_for(orders_db, &[])
@@ -591,12 +630,12 @@ async fn run(a: &Args) -> String {
         ))
         .await
         .unwrap();
-    let spread_db = copy_of(orders_db, "bp_bench_orders_spread").await;
-    let hot_db = copy_of(orders_db, "bp_bench_orders_hot").await;
+    let spread_db = copy_of(orders_db, &format!("{orders_db}_spread")).await;
+    let hot_db = copy_of(orders_db, &format!("{orders_db}_hot")).await;
     let per = a.orders_per_instance;
     let (spread_tps, s50, s99, s_failed) = order_throughput(&spread_db, 8, per, 20).await;
     let (hot_tps, h50, h99, h_failed) = order_throughput(&hot_db, 8, per, 1).await;
-    let solo_db = copy_of(orders_db, "bp_bench_orders_solo").await;
+    let solo_db = copy_of(orders_db, &format!("{orders_db}_solo")).await;
     let (solo_tps, o50, o99, o_failed) = order_throughput(&solo_db, 1, per * 2, 1).await;
     r.push_str(&format!(
         "## process-order, 8 concurrent instances × {per} orders\n\n"
@@ -623,7 +662,7 @@ async fn run(a: &Args) -> String {
 /// orchestrate with its outbox delivered to a local EventBridge (moto, when
 /// `make bench` runs under scripts/with-moto.sh), and `publish-events`
 /// throughput for what is left.
-async fn delivery_section(source: &str, n: i64, t_off: Duration, r: &mut String) {
+async fn delivery_section(source: &str, prefix: &str, n: i64, t_off: Duration, r: &mut String) {
     if std::env::var("AWS_ENDPOINT_URL").is_err() {
         r.push_str("Delivery: not measured (AWS_ENDPOINT_URL unset; `make bench` starts a local EventBridge).\n\n");
         return;
@@ -636,7 +675,7 @@ async fn delivery_section(source: &str, n: i64, t_off: Duration, r: &mut String)
         .send()
         .await
         .expect("create the bench bus in moto");
-    let db = copy_of(source, &format!("bp_bench_delivery_{n}")).await;
+    let db = copy_of(source, &format!("{prefix}_delivery_{n}")).await;
     let (t_on, _, _) = project(&db, Some(&bus));
     let c = connect(&url_for(&db)).await;
     let count = |sql: &'static str| {
@@ -668,10 +707,118 @@ async fn delivery_section(source: &str, n: i64, t_off: Duration, r: &mut String)
     admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
 }
 
+/// One round: the project and the floor, each on its own fresh copy.
+struct Round {
+    t_project: Duration,
+    t_floor: Duration,
+    rss_kib: i64,
+    processed: u64,
+    /// 1-minute load average as the project's and the floor's runs started.
+    loads: (String, String),
+    chunks: ChunkCosts,
+    digests: Vec<String>,
+}
+
+/// The 1-minute load average (other work on the machine), for the report.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// How long each write chunk of one project run took, read from what the run
+/// wrote, so the function carries no timing code: each chunk is one
+/// transaction, and every event it writes has `created_at` = `now()`, the
+/// transaction's start, so a chunk lasts until the next one starts (the last
+/// chunk is left out). In window order the closed windows come first (cancel,
+/// review, confirm: up to four writes per batch) and the open ones end the run
+/// (confirm, nearing: one or two), so besides the run's first and last tenth,
+/// each of the two mixes is compared with itself.
+struct ChunkCosts {
+    all: Vec<f64>,
+    closed: Vec<f64>,
+    open: Vec<f64>,
+}
+
+/// Flat cost per chunk: a tenth's mean within this factor of the first tenth's.
+const FLAT: f64 = 1.5;
+
+/// Mean of the first and of the last tenth (at least one chunk each).
+fn tenths(v: &[f64]) -> Option<(f64, f64)> {
+    if v.len() < 2 {
+        return None;
+    }
+    let k = (v.len() / 10).max(1);
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    Some((mean(&v[..k]), mean(&v[v.len() - k..])))
+}
+
+async fn chunk_costs(db: &str) -> ChunkCosts {
+    let rows = connect(&url_for(db))
+        .await
+        .query(
+            "SELECT (extract(epoch FROM lead(started) OVER (ORDER BY started) - started) * 1000)::float8, closed
+               FROM (SELECT created_at AS started,
+                            bool_or(event_type IN ('batch.cancelled', 'batch.needs_review')) AS closed
+                       FROM batch_events GROUP BY created_at) c
+              ORDER BY started",
+            &[],
+        )
+        .await
+        .expect("chunk costs");
+    let mut c = ChunkCosts {
+        all: Vec::new(),
+        closed: Vec::new(),
+        open: Vec::new(),
+    };
+    for row in rows {
+        let Some(ms) = row.get::<_, Option<f64>>(0) else {
+            continue;
+        };
+        c.all.push(ms);
+        if row.get::<_, bool>(1) {
+            c.closed.push(ms);
+        } else {
+            c.open.push(ms);
+        }
+    }
+    c
+}
+
+impl ChunkCosts {
+    fn describe(&self) -> String {
+        let mut flat = true;
+        let mut part = |name: &str, v: &[f64]| match tenths(v) {
+            Some((first, last)) => {
+                flat &= last <= first * FLAT;
+                format!(
+                    "{name} ({} chunks): first tenth {first:.0} ms, last tenth {last:.0} ms ({:.2}×)",
+                    v.len(),
+                    last / first
+                )
+            }
+            None => format!("{name}: {} chunks, too few to compare", v.len()),
+        };
+        let all = part("per-chunk cost, whole run", &self.all);
+        let closed = part("closed-window chunks", &self.closed);
+        let open = part("open-window chunks", &self.open);
+        format!(
+            "{all}; {closed}; {open} — {}.",
+            if flat {
+                format!("flat (every last tenth within {FLAT}× its first)")
+            } else {
+                format!("**NOT flat** (a last tenth beyond {FLAT}× its first)")
+            }
+        )
+    }
+}
+
 /// orchestrate: the three contenders on copies of one database, RSS, init, size.
 async fn orchestrate_section(a: &Args, r: &mut String) {
     let n = a.batches;
-    let source = format!("bp_bench_src_{n}");
+    let p = &a.db_prefix;
+    let source = format!("{p}_src_{n}");
     let built = build_source(&source, n).await;
     let candidates: i64 = connect(&url_for(&source))
         .await
@@ -681,20 +828,70 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
         .get(0);
     eprintln!("built {source} in {}; {candidates} candidates", secs(built));
 
-    let db_project = copy_of(&source, &format!("bp_bench_project_{n}")).await;
-    let db_floor = copy_of(&source, &format!("bp_bench_floor_{n}")).await;
-    let (t_project, rss_kib, answer) = project(&db_project, None);
-    eprintln!(
-        "project: {} ({} MiB peak RSS)",
-        secs(t_project),
-        rss_kib / 1024
-    );
-    let t_floor = floor(&db_floor).await;
-    eprintln!("floor: {}", secs(t_floor));
+    // Rounds on fresh copies, the order alternating (project first, then floor
+    // first): the machine is shared and noisy, so each contender's best round
+    // is compared, and every round is reported.
+    let mut runs: Vec<Round> = Vec::new();
+    for round in 0..a.rounds {
+        let db_project = copy_of(&source, &format!("{p}_project_{n}_{round}")).await;
+        let db_floor = copy_of(&source, &format!("{p}_floor_{n}_{round}")).await;
+        let run_project = || {
+            let load = loadavg();
+            let (t, rss, answer) = project(&db_project, None);
+            eprintln!(
+                "round {}: project {} ({} MiB peak RSS; load {load})",
+                round + 1,
+                secs(t),
+                rss / 1024
+            );
+            (t, rss, answer, load)
+        };
+        let (project_run, (t_floor, floor_load)) = if round % 2 == 0 {
+            let pr = run_project();
+            let load = loadavg();
+            (pr, (floor(&db_floor).await, load))
+        } else {
+            let load = loadavg();
+            let f = floor(&db_floor).await;
+            (run_project(), (f, load))
+        };
+        eprintln!(
+            "round {}: floor {} (load {floor_load})",
+            round + 1,
+            secs(t_floor)
+        );
+        let (t_project, rss_kib, answer, project_load) = project_run;
+        assert_eq!(answer["hasMore"], false);
+        let project_rows = written(&db_project, true).await;
+        let floor_rows = written(&db_floor, true).await;
+        for (p, f) in project_rows.iter().zip(&floor_rows) {
+            assert_eq!(p, f, "the project and the floor wrote different {}", p.0);
+        }
+        runs.push(Round {
+            t_project,
+            t_floor,
+            rss_kib,
+            processed: answer["processed"].as_u64().unwrap_or(0),
+            loads: (project_load, floor_load),
+            chunks: chunk_costs(&db_project).await,
+            digests: project_rows.iter().map(|(k, _)| k.clone()).collect(),
+        });
+        admin(&format!("DROP DATABASE IF EXISTS {db_floor} WITH (FORCE)")).await;
+        if round + 1 < a.rounds {
+            admin(&format!(
+                "DROP DATABASE IF EXISTS {db_project} WITH (FORCE)"
+            ))
+            .await;
+        }
+    }
+    let db_project = format!("{p}_project_{n}_{}", a.rounds - 1);
+    let t_project = runs.iter().map(|x| x.t_project).min().expect("a round");
+    let t_floor = runs.iter().map(|x| x.t_floor).min().expect("a round");
+    let rss_kib = runs.iter().map(|x| x.rss_kib).max().unwrap_or(0);
     let t_original = if a.skip_original {
         None
     } else {
-        let db_original = copy_of(&source, &format!("bp_bench_original_{n}")).await;
+        let db_original = copy_of(&source, &format!("{p}_original_{n}")).await;
         let t = original(&db_original).await;
         eprintln!("original: {}", secs(t));
         let same = written(&db_original, false).await == written(&db_project, false).await;
@@ -704,36 +901,67 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
         );
         Some(t)
     };
-    let project_rows = written(&db_project, true).await;
-    let floor_rows = written(&db_floor, true).await;
-    for (p, f) in project_rows.iter().zip(&floor_rows) {
-        assert_eq!(p, f, "the project and the floor wrote different {}", p.0);
-    }
-    let processed = answer["processed"].as_u64().unwrap_or(0);
-    assert_eq!(answer["hasMore"], false);
 
     r.push_str(&format!(
-        "{candidates} candidates, {processed} reported; same batch statuses in all contenders, same rows written by the project and the floor ({}).\n\n",
-        project_rows.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+        "{candidates} candidates, {} reported; same batch statuses in all contenders, same rows written by the project and the floor in every round ({}).\n\n",
+        runs[0].processed,
+        runs[0].digests.join(", ")
     ));
-    r.push_str("| contender | wall time | vs floor |\n|---|---|---|\n");
-    let ratio = |t: Duration| t.as_secs_f64() / t_floor.as_secs_f64();
+    let round_cols: String = (1..=runs.len()).map(|k| format!(" round {k} |")).collect();
+    let round_rule: String = runs.iter().map(|_| "---|").collect();
     r.push_str(&format!(
-        "| same-work SQL floor (one transaction) | {} | 1.00× |\n",
+        "| contender |{round_cols} best | best vs best floor |\n|---|{round_rule}---|---|\n"
+    ));
+    let ratio = |t: Duration| t.as_secs_f64() / t_floor.as_secs_f64();
+    let cells = |f: &dyn Fn(&Round) -> Duration| -> String {
+        runs.iter().map(|x| format!(" {} |", secs(f(x)))).collect()
+    };
+    r.push_str(&format!(
+        "| same-work SQL floor (one transaction) |{} {} | 1.00× |\n",
+        cells(&|x| x.t_floor),
         secs(t_floor)
     ));
     r.push_str(&format!(
-        "| **the project** (one invocation, release binary) | {} | {:.2}× |\n",
+        "| **the project** (one invocation, release binary) |{} {} | **{:.2}×** |\n",
+        cells(&|x| x.t_project),
         secs(t_project),
         ratio(t_project)
     ));
+    let per_round: Vec<String> = runs
+        .iter()
+        .map(|x| {
+            format!(
+                "{:.2}×",
+                x.t_project.as_secs_f64() / x.t_floor.as_secs_f64()
+            )
+        })
+        .collect();
+    r.push_str(&format!(
+        "| project / floor in the same round |{} | |\n",
+        per_round
+            .iter()
+            .map(|x| format!(" {x} |"))
+            .collect::<String>()
+    ));
     if let Some(t) = t_original {
         r.push_str(&format!(
-            "| original's algorithm (statement + commit per write) | {} | {:.2}× — the project is {:.1}× faster |\n",
+            "| original's algorithm (statement + commit per write), once |{} {} | {:.2}× — the project is {:.1}× faster |\n",
+            runs.iter().map(|_| " |").collect::<String>(),
             secs(t),
             ratio(t),
             t.as_secs_f64() / t_project.as_secs_f64()
         ));
+    }
+    let loads: Vec<String> = runs
+        .iter()
+        .map(|x| format!("project {}, floor {}", x.loads.0, x.loads.1))
+        .collect();
+    r.push_str(&format!(
+        "\nLoad average (1 min) as each run started: {}.\n",
+        loads.join("; ")
+    ));
+    for (k, x) in runs.iter().enumerate() {
+        r.push_str(&format!("Round {}: {}\n", k + 1, x.chunks.describe()));
     }
     r.push_str(&format!(
         "\nProject peak RSS: {:.1} MiB.\n",
@@ -754,14 +982,15 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
         size as f64 / 1_048_576.0
     ));
 
-    delivery_section(&source, n, t_project, r).await;
+    delivery_section(&source, p, n, t_project, r).await;
 
-    for db in [db_project, db_floor] {
-        admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
-    }
+    admin(&format!(
+        "DROP DATABASE IF EXISTS {db_project} WITH (FORCE)"
+    ))
+    .await;
     if !a.skip_original {
         admin(&format!(
-            "DROP DATABASE IF EXISTS bp_bench_original_{n} WITH (FORCE)"
+            "DROP DATABASE IF EXISTS {p}_original_{n} WITH (FORCE)"
         ))
         .await;
     }
@@ -781,7 +1010,7 @@ const LATENCY: Duration = Duration::from_millis(25);
 /// ours (tests/api/put_events.rs) that adds 25 ms to every call, through the
 /// release binary: events/s, and the most calls the endpoint saw in flight at
 /// once. Every row must be published and accepted exactly once.
-async fn delivery_latency_section(r: &mut String) {
+async fn delivery_latency_section(prefix: &str, r: &mut String) {
     let endpoint = put_events::PutEvents::default();
     endpoint.set_latency(LATENCY);
     // Its own thread and runtime: the bench thread blocks waiting for the binary.
@@ -801,7 +1030,7 @@ async fn delivery_latency_section(r: &mut String) {
         });
         rx.recv().expect("the endpoint's url")
     };
-    let db = "bp_bench_delivery_latency";
+    let db = &format!("{prefix}_delivery_latency");
     admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
     admin(&format!("CREATE DATABASE {db}")).await;
     app_for(db, &[])

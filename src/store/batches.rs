@@ -232,8 +232,17 @@ fn columns(moves: &[Move]) -> Columns {
 /// the original function, linked by migration 0008) keeps that one: no second
 /// order is made, and the event says `reusedSupplierOrder`. New orders carry
 /// `target_date` = today + the supplier's `lead_time_days` (its MOU terms;
-/// [`DEFAULT_LEAD_TIME_DAYS`] when it has none), which the live app's
-/// capacity trigger books.
+/// [`DEFAULT_LEAD_TIME_DAYS`] when it has none), which the live app's capacity trigger books.
+///
+/// Which batches already have one is found by the unique `batch_id` key
+/// itself (`ON CONFLICT DO NOTHING`), not by reading `supplier_orders` first:
+/// that table grows by every chunk of a run, while a prepared statement's
+/// generic plan keeps the size it saw when it was made — as a join it became a
+/// scan of the whole table per chunk. `supplier_orders` is read only in a
+/// chunk where a batch met an existing order (rare: legacy links). A batch
+/// that ends up with no order at all (another writer's order, committed while
+/// this statement ran, that its snapshot cannot see) fails the statement, so
+/// the chunk is retried batch by batch.
 pub async fn confirm(client: &Sql<'_>, moves: &[Move]) -> Result<HashMap<Uuid, Uuid>, StoreError> {
     if moves.is_empty() {
         return Ok(HashMap::new());
@@ -249,29 +258,29 @@ pub async fn confirm(client: &Sql<'_>, moves: &[Move]) -> Result<HashMap<Uuid, U
                   WHERE b.id = i.batch_id AND b.batch_status IN ('filling', 'needs_review')
               RETURNING b.id, b.supplier_id, b.target_quantity, b.product_category, b.unit_price_base,
                         i.fill, i.note
-             ), linked AS MATERIALIZED (
-                 -- The supplier order already linked to each batch, if any: one
-                 -- probe of the unique batch_id index per confirmed batch.
-                 SELECT m.id AS batch_id, so.id, so.quantity, so.buyer_price, so.supplier_price
-                   FROM moved m LEFT JOIN supplier_orders so ON so.batch_id = m.id
-             ), existing AS (
-                 SELECT l.id, l.batch_id, l.quantity, l.buyer_price, l.supplier_price, true AS reused
-                   FROM linked l WHERE l.id IS NOT NULL
              ), made AS (
                  INSERT INTO supplier_orders
                         (order_number, supplier_id, batch_id, product_type, quantity,
                          buyer_price, supplier_price, status, target_date)
-                 -- Per batch, index probes only (contributions by batch, terms by
-                 -- supplier, supplier orders by batch): no join the planner could
-                 -- turn into a rescan per row.
+                 -- The contributions' sum by an index probe per batch: as a join
+                 -- to an aggregate, the generic plan re-ran the aggregate per row.
+                 -- The terms are one row per supplier, a small table: joined.
                  SELECT 'BATCH-' || m.id, m.supplier_id, m.id, m.product_category, m.target_quantity,
                         COALESCE((SELECT sum(c.quantity * c.buyer_price_per_unit)
                                     FROM batch_contributions c WHERE c.batch_id = m.id), 0),
                         m.unit_price_base * m.target_quantity, 'pending',
-                        current_date + COALESCE((SELECT mt.lead_time_days FROM supplier_mou_terms mt
-                                                  WHERE mt.supplier_id = m.supplier_id), :default_lead_time_days)
-                   FROM moved m JOIN linked l ON l.batch_id = m.id AND l.id IS NULL
+                        current_date + COALESCE(mt.lead_time_days, :default_lead_time_days)
+                   FROM moved m LEFT JOIN supplier_mou_terms mt ON mt.supplier_id = m.supplier_id
+                 ON CONFLICT (batch_id) DO NOTHING
               RETURNING id, batch_id, quantity, buyer_price, supplier_price, false AS reused
+             ), linked AS MATERIALIZED (
+                 -- Batches whose insert met the unique batch_id key: they have an order already.
+                 SELECT m.id FROM moved m WHERE NOT EXISTS (SELECT 1 FROM made WHERE made.batch_id = m.id)
+             ), existing AS (
+                 SELECT so.id, so.batch_id, so.quantity, so.buyer_price, so.supplier_price, true AS reused
+                   FROM supplier_orders so
+                  WHERE EXISTS (SELECT 1 FROM linked)
+                    AND so.batch_id = ANY (ARRAY(SELECT id FROM linked))
              ), so AS (
                  SELECT * FROM made UNION ALL SELECT * FROM existing
              ), events AS (
@@ -283,7 +292,7 @@ pub async fn confirm(client: &Sql<'_>, moves: &[Move]) -> Result<HashMap<Uuid, U
                             'reusedSupplierOrder', CASE WHEN so.reused THEN true END))
                    FROM so JOIN moved m ON m.id = so.batch_id
              )
-             SELECT batch_id, id FROM so",
+             SELECT m.id, so.id FROM moved m LEFT JOIN so ON so.batch_id = m.id",
             &[
                 ("ids", &c.ids, Type::UUID_ARRAY),
                 ("fills", &c.fills, Type::NUMERIC_ARRAY),
@@ -292,7 +301,16 @@ pub async fn confirm(client: &Sql<'_>, moves: &[Move]) -> Result<HashMap<Uuid, U
             ],
         )?;
     let rows = client.query(&sql, &params).await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    rows.iter()
+        .map(|r| {
+            let order: Option<Uuid> = r.get(1);
+            order
+                .map(|order| (r.get(0), order))
+                .ok_or(StoreError::Unexpected(
+                    "a confirmed batch has no supplier order",
+                ))
+        })
+        .collect()
 }
 
 /// Holds batches for an admin: status `needs_review`, `batch.needs_review`.
@@ -353,12 +371,15 @@ pub async fn cancel(
          ), pairs AS MATERIALIZED (
              -- Driven by the input ids through the (batch_id, order_id) index;
              -- `moved` keeps only the batches the status guard let through.
-             SELECT c.order_id, c.batch_id FROM batch_contributions c
+             -- The refund is the order's contribution to the batch, never
+             -- `orders.buyer_price`, which buyers can edit (behaviour §4.3).
+             SELECT c.order_id, c.batch_id, c.quantity * c.buyer_price_per_unit AS amount
+               FROM batch_contributions c
               WHERE c.batch_id = ANY(:ids::uuid[]) AND c.batch_id IN (SELECT id FROM moved)
          ), locked AS (
              -- FOR UPDATE returns the newest version of each order, so the history
              -- and refund events below see the payment status as it is now.
-             SELECT o.id, o.workflow_status, o.payment_status, o.buyer_price
+             SELECT o.id, o.workflow_status, o.payment_status
                FROM orders o
               WHERE o.id = ANY (ARRAY(SELECT order_id FROM pairs))
                 AND {ORDER_IS_LIVE}
@@ -366,7 +387,7 @@ pub async fn cancel(
          ), targets AS (
              -- An order belongs to one batch; if legacy data put it in two, the
              -- lowest batch id of this statement takes it.
-             SELECT DISTINCT ON (l.id) l.id, l.workflow_status, l.payment_status, l.buyer_price,
+             SELECT DISTINCT ON (l.id) l.id, l.workflow_status, l.payment_status, p.amount,
                     m.id AS batch_id, m.fill, m.note
                FROM locked l
                JOIN pairs p ON p.order_id = l.id
@@ -406,7 +427,7 @@ pub async fn cancel(
                FROM targets t
              UNION ALL
              SELECT t.batch_id, t.id, 'order.refund_requested', jsonb_build_object(
-                        'amount', t.buyer_price, 'previousPaymentStatus', t.payment_status)
+                        'amount', t.amount, 'previousPaymentStatus', t.payment_status)
                FROM targets t
               WHERE t.payment_status = ANY(:refundable::text[])
          )

@@ -268,6 +268,69 @@ async fn cancel_cancels_orders_flags_refunds_and_records_history() {
     }
 }
 
+/// Money comes from what buyers cannot edit (behaviour §4.3): the live app lets
+/// a buyer rewrite any column of their own order, `buyer_price` included, so
+/// the refund a cancel requests and the total of the supplier order a confirm
+/// makes are the contributions' quantity × `buyer_price_per_unit`.
+#[tokio::test]
+async fn refunds_and_supplier_totals_ignore_a_buyer_edited_order_price() {
+    let t = TestApp::spawn().await;
+    let cancel = t.batch(40, 200, -HOUR).await; // 20 %
+    let paid = t.order(cancel, 40, "12.50", "paid").await; // contributes 500.00
+    let confirm = t.batch(160, 200, -HOUR).await; // 80 %
+    let big = t.order(confirm, 160, "11.25", "paid").await; // contributes 1800.00
+    for (order, edited) in [(paid, "0.01"), (big, "99999.99")] {
+        let edited: rust_decimal::Decimal = edited.parse().unwrap();
+        t.db.execute(
+            "UPDATE orders SET buyer_price = $2 WHERE id = $1",
+            &[&order, &edited],
+        )
+        .await
+        .unwrap();
+    }
+
+    let resp = t.orchestrate(json!({})).await;
+    let r = by_batch(&resp);
+    assert_eq!(r[&cancel]["action"], "cancelled");
+    assert_eq!(r[&confirm]["action"], "confirmed");
+
+    let refund: Value = t
+        .db
+        .query_one(
+            "SELECT payload FROM batch_events WHERE event_type = 'order.refund_requested' AND order_id = $1",
+            &[&paid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(refund["amount"].as_f64(), Some(500.0), "{refund}");
+    assert_eq!(refund["previousPaymentStatus"], "paid");
+
+    let total: String =
+        t.db.query_one(
+            "SELECT buyer_price::text FROM supplier_orders WHERE batch_id = $1",
+            &[&confirm],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, "1800.00");
+    let confirmed: Value = t
+        .db
+        .query_one(
+            "SELECT payload FROM batch_events WHERE event_type = 'batch.confirmed' AND batch_id = $1",
+            &[&confirm],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        confirmed["buyerPrice"].as_f64(),
+        Some(1800.0),
+        "{confirmed}"
+    );
+}
+
 /// A second run acts on nothing twice: no second supplier order, no second
 /// cancellation, no second nearing-target event.
 #[tokio::test]

@@ -77,6 +77,10 @@ async fn reject_cancels_with_the_note_and_the_admin_in_history() {
     let batch = held_batch(&t).await;
     let paid = t.order(batch, 100, "15.00", "paid").await;
     let pending = t.order(batch, 20, "15.00", "pending").await;
+    // The buyer rewrote their order's total; the refund is still the contribution.
+    t.db.execute("UPDATE orders SET buyer_price = 1 WHERE id = $1", &[&paid])
+        .await
+        .unwrap();
 
     let body = json!({"jobType": "review-batch",
                       "data": {"batchId": batch, "decision": "reject", "note": "supplier strike"}})
@@ -135,6 +139,15 @@ async fn reject_cancels_with_the_note_and_the_admin_in_history() {
             "order.refund_requested"
         ]
     );
+    let refund: Value =
+        t.db.query_one(
+            "SELECT payload FROM batch_events WHERE event_type = 'order.refund_requested'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(refund["amount"].as_f64(), Some(1500.0), "{refund}");
 }
 
 #[tokio::test]

@@ -980,6 +980,39 @@ fn operator_tunables_are_parameters_that_reach_the_environment() {
     );
 }
 
+/// Every variable the template gives the function — at the defaults and
+/// with every optional parameter set — is a row of the one configuration
+/// table, docs/behaviour.md §8.
+#[test]
+fn every_variable_the_template_sets_is_a_row_of_the_configuration_table() {
+    let table = crate::offline::docs::configuration_table();
+    let everything = stack(&[
+        (
+            "MigrateSecretArn",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:batch-processor/owner-XyZ789",
+        ),
+        ("DbHost", "db.example.com"),
+        ("DbCaFile", "/var/task/certs/rds-global-bundle.pem"),
+        ("JwtSecretSource", "parameter"),
+        ("JwtSecret", "a-legacy-secret"),
+        ("SupabaseUrl", "https://abcdefghijklmnopqrst.supabase.co"),
+        ("AdminRolesTable", "public.user_roles"),
+    ]);
+    let mut names = BTreeSet::new();
+    for s in [defaults(), &everything] {
+        let vars = s.function().1["Environment"]["Variables"]
+            .as_object()
+            .expect("the function's environment");
+        names.extend(vars.keys().cloned());
+    }
+    assert!(names.len() >= 25, "{names:?}");
+    let missing: Vec<&String> = names.iter().filter(|n| !table.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "set by template.yaml but not a row of docs/behaviour.md §8: {missing:?}"
+    );
+}
+
 fn secrets_readable(s: &Stack) -> BTreeSet<String> {
     s.role_statements()
         .iter()

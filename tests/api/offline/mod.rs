@@ -5,6 +5,7 @@
 //! connection was asked for.
 
 mod auth;
+pub mod docs;
 mod events;
 pub mod jwks;
 
