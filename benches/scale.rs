@@ -37,6 +37,8 @@ struct Args {
     skip_original: bool,
     /// Only the process-order part (quicker, for tuning it).
     orders_only: bool,
+    /// Only the delivery-at-latency part (`delivery_latency_section`).
+    delivery_only: bool,
     orders_per_instance: usize,
     report: Option<String>,
     /// Names of the bench's databases start with this (`--db-prefix`), so two
@@ -51,6 +53,7 @@ fn args() -> Args {
         batches: 100_000,
         skip_original: false,
         orders_only: false,
+        delivery_only: false,
         orders_per_instance: 400,
         report: None,
         db_prefix: "bp_bench".into(),
@@ -62,6 +65,7 @@ fn args() -> Args {
             "--batches" => a.batches = it.next().and_then(|v| v.parse().ok()).expect("--batches N"),
             "--skip-original" => a.skip_original = true,
             "--orders-only" => a.orders_only = true,
+            "--delivery-only" => a.delivery_only = true,
             "--orders" => {
                 a.orders_per_instance = it.next().and_then(|v| v.parse().ok()).expect("--orders N")
             }
@@ -596,8 +600,13 @@ async fn run(a: &Args) -> String {
         settings.join(", ")
     ));
 
+    if a.delivery_only {
+        delivery_latency_section(&a.db_prefix, &mut r).await;
+        return r;
+    }
     if !a.orders_only {
         orchestrate_section(a, &mut r).await;
+        delivery_latency_section(&a.db_prefix, &mut r).await;
     }
 
     // process-order: 8 instances, spread over 20 categories, then one hot category.
@@ -985,4 +994,118 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
         ))
         .await;
     }
+}
+
+// ---- Delivery at a real network's round trip (issue 21) ----------------------
+
+#[path = "../tests/api/put_events.rs"]
+mod put_events;
+
+/// Pending rows `publish-events` delivers in the latency bench.
+const LATENCY_ROWS: i64 = 10_000;
+/// What the endpoint adds to every `PutEvents` call: a real round trip.
+const LATENCY: Duration = Duration::from_millis(25);
+
+/// `publish-events` over 10,000 pending rows against a `PutEvents` endpoint of
+/// ours (tests/api/put_events.rs) that adds 25 ms to every call, through the
+/// release binary: events/s, and the most calls the endpoint saw in flight at
+/// once. Every row must be published and accepted exactly once.
+async fn delivery_latency_section(prefix: &str, r: &mut String) {
+    let endpoint = put_events::PutEvents::default();
+    endpoint.set_latency(LATENCY);
+    // Its own thread and runtime: the bench thread blocks waiting for the binary.
+    let url = {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let e = endpoint.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("endpoint runtime");
+            rt.block_on(async {
+                tx.send(e.start().await).expect("send the url");
+                std::future::pending::<()>().await
+            })
+        });
+        rx.recv().expect("the endpoint's url")
+    };
+    let db = &format!("{prefix}_delivery_latency");
+    admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+    admin(&format!("CREATE DATABASE {db}")).await;
+    app_for(db, &[])
+        .handle(
+            json!({"jobType": "migrate"}),
+            &Invocation::new("bench", None),
+        )
+        .await
+        .map_err(|e| e.message)
+        .expect("migrate");
+    let c = connect(&url_for(db)).await;
+    c.batch_execute(&format!(
+        "INSERT INTO batch_events (batch_id, event_type, payload)
+         SELECT md5('latency' || g)::uuid, 'batch.confirmed',
+                jsonb_build_object('supplierOrderId', md5('so' || g)::uuid, 'fillPercentage', 80.5,
+                                   'quantity', 200, 'supplierPrice', 1900.00, 'buyerPrice', 2400.00)
+           FROM generate_series(1, {LATENCY_ROWS}) g"
+    ))
+    .await
+    .expect("seed the outbox");
+    c.batch_execute("VACUUM ANALYZE batch_events")
+        .await
+        .expect("vacuum");
+    let mut cmd = Command::new(BINARY);
+    cmd.arg("invoke")
+        .arg("-")
+        .env("DATABASE_URL", url_for(db))
+        .env("RUST_LOG", "warn")
+        .env("EVENT_BUS_NAME", "bench-bus")
+        .env("AWS_ENDPOINT_URL_EVENTBRIDGE", &url)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_LAMBDA_FUNCTION_NAME");
+    let request =
+        format!(r#"{{"jobType": "publish-events", "data": {{"limit": {LATENCY_ROWS}}}}}"#);
+    let (t, _, out) = run_measured(&mut cmd, &request);
+    let answer: Value = serde_json::from_str(&out).expect("the answer is JSON");
+    let published = answer["published"].as_u64().unwrap_or(0);
+    let accepted = endpoint.accepted();
+    let distinct: std::collections::HashSet<i64> = accepted.iter().copied().collect();
+    let calls = endpoint.calls().len();
+    let peak = endpoint.peak_in_flight();
+    let marked: i64 = c
+        .query_one(
+            "SELECT count(*) FROM batch_events WHERE published_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        (published, marked, accepted.len(), distinct.len()),
+        (
+            LATENCY_ROWS as u64,
+            LATENCY_ROWS,
+            LATENCY_ROWS as usize,
+            LATENCY_ROWS as usize
+        ),
+        "every row delivered, accepted and marked once: {answer}"
+    );
+    let rate = published as f64 / t.as_secs_f64();
+    eprintln!(
+        "delivery at {} ms: {published} events in {} = {rate:.0} events/s, {calls} calls, peak {peak} in flight",
+        LATENCY.as_millis(),
+        secs(t)
+    );
+    r.push_str(&format!(
+        "## Delivery at a real round trip\n\n`publish-events` (release binary, `limit` {LATENCY_ROWS}) over \
+         {LATENCY_ROWS} pending rows against a `PutEvents` endpoint adding {} ms to every call: \
+         **{rate:.0} events/s** ({published} events in {}, {calls} calls, at most **{peak}** in flight at once).\n\n",
+        LATENCY.as_millis(),
+        secs(t)
+    ));
+    drop(c);
+    admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
 }

@@ -102,7 +102,9 @@ BEGIN
         ('supplier_orders',      'SELECT, INSERT',                 ARRAY['SELECT', 'INSERT']),
         -- the outbox: written with every change; delivery marks what EventBridge
         -- accepted (published_at) or could never take (publish_error).
-        ('batch_events',         'SELECT, INSERT, UPDATE (published_at, publish_error)',
+        -- delivery also leases rows, counts EventBridge's refusals and backs off
+        -- (publish_attempts, next_attempt_at, leased_until: migration 0010).
+        ('batch_events',         'SELECT, INSERT, UPDATE (published_at, publish_error, publish_attempts, next_attempt_at, leased_until)',
                                                                    ARRAY['SELECT', 'INSERT', 'UPDATE']),
         -- process-order's recorded answers, for idempotent replays.
         ('order_idempotency',    'SELECT, INSERT',                 ARRAY['SELECT', 'INSERT'])

@@ -21,7 +21,7 @@ use crate::event::{self, Incoming, Invocation, InvocationError, Source};
 use crate::eventbridge::EventBridgeSink;
 use crate::http_api;
 use crate::jobs::{self, Job, JobContext, JobRequest};
-use crate::outbox::{EventSink, Outbox};
+use crate::outbox::{EventSink, Outbox, Policy};
 use crate::store::pool::DbConfigError;
 use crate::store::Db;
 use crate::telemetry::metrics::{emf_line, Line, MetricsSink};
@@ -75,6 +75,7 @@ impl App {
                 bus.clone(),
                 settings.event_source.clone(),
                 settings.eventbridge_endpoint.clone(),
+                settings.publish_call_timeout,
             )) as Box<dyn EventSink>
         });
         Ok(App {
@@ -241,7 +242,15 @@ impl App {
                 Some(at) => deadline.no_later_than(at),
                 None => deadline,
             },
-            outbox: Outbox::new(&self.db, self.events.as_deref()),
+            outbox: Outbox::new(
+                &self.db,
+                self.events.as_deref(),
+                Policy {
+                    concurrency: self.settings.publish_concurrency,
+                    max_attempts: self.settings.publish_max_attempts,
+                    call_timeout: self.settings.publish_call_timeout,
+                },
+            ),
         };
         let (job, result) = jobs::run(request, &ctx).await;
         let mut activity = Activity {
@@ -267,10 +276,14 @@ impl App {
         let job_type = r.activity.job.map(|j| j.name).unwrap_or("unknown");
         let c = &r.activity.counts;
         let d = r.activity.delivery.unwrap_or_default();
+        // Only deliveries of the whole outbox read the backlog; the field is
+        // left out otherwise.
+        let pending = d.backlog.map(|b| b.pending);
         if d.failed > 0 {
             tracing::warn!(
                 publishFailures = d.failed,
-                eventsPending = d.pending,
+                eventsSetAside = d.set_aside,
+                eventsPending = pending,
                 "some events were not delivered; publish-events will retry them"
             );
         }
@@ -290,7 +303,8 @@ impl App {
             ordersPlaced = c.orders_placed,
             eventsPublished = d.published,
             publishFailures = d.failed,
-            eventsPending = d.pending,
+            eventsSetAside = d.set_aside,
+            eventsPending = pending,
             coldStart = r.cold_start,
             secretMs = r.timings.secret_ms,
             connectMs = r.timings.connect_ms,

@@ -115,6 +115,13 @@ pub struct Settings {
     pub order_publish_budget: Duration,
     /// How long a `publish-events` run may deliver (also bounded by the Lambda deadline).
     pub publish_job_budget: Duration,
+    /// `PUBLISH_CONCURRENCY`: most `PutEvents` calls in flight at once.
+    pub publish_concurrency: usize,
+    /// `PUBLISH_MAX_ATTEMPTS`: refusals after which an event is set aside.
+    pub publish_max_attempts: u32,
+    /// `PUBLISH_CALL_TIMEOUT_MS`: the SDK's operation timeout for one
+    /// `PutEvents` call, its retry included (each attempt gets half).
+    pub publish_call_timeout: Duration,
 }
 
 impl PoolerMode {
@@ -390,6 +397,15 @@ impl Settings {
                 0,
                 900_000,
             )?),
+            publish_concurrency: number(&get, "PUBLISH_CONCURRENCY", 8, 1, 64)?,
+            publish_max_attempts: number(&get, "PUBLISH_MAX_ATTEMPTS", 10, 1, 100)?,
+            publish_call_timeout: Duration::from_millis(number(
+                &get,
+                "PUBLISH_CALL_TIMEOUT_MS",
+                5000,
+                200,
+                60_000,
+            )?),
         })
     }
 }
@@ -502,6 +518,9 @@ mod tests {
     fn defaults_follow_the_spec() {
         let s = settings(&[]).unwrap();
         assert_eq!(s.pool_size, 2);
+        assert_eq!(s.publish_concurrency, 8);
+        assert_eq!(s.publish_max_attempts, 10);
+        assert_eq!(s.publish_call_timeout, Duration::from_millis(5000));
         assert_eq!(s.orchestrate_lookahead_hours, 24);
         assert_eq!(s.batch_window_days, 7);
         assert_eq!(s.deadline_margin, Duration::from_millis(2000));
@@ -614,6 +633,10 @@ mod tests {
             ("JWKS_MIN_REFETCH_SECS", "0"),
             ("HTTP_BUDGET_MS", "-1"),
             ("HTTP_BUDGET_MS", "1000000"),
+            ("PUBLISH_CONCURRENCY", "0"),
+            ("PUBLISH_CONCURRENCY", "65"),
+            ("PUBLISH_MAX_ATTEMPTS", "0"),
+            ("PUBLISH_CALL_TIMEOUT_MS", "50"),
         ] {
             let err = settings(&[(k, v)]).unwrap_err().to_string();
             assert!(err.contains(k), "{err}");

@@ -29,6 +29,12 @@ impl Deadline {
     pub fn reached(&self) -> bool {
         self.stop_at.is_some_and(|t| Instant::now() >= t)
     }
+
+    /// Time left before it is reached; `None` when there is no deadline.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.stop_at
+            .map(|t| t.saturating_duration_since(Instant::now()))
+    }
 }
 
 #[cfg(test)]

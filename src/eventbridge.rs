@@ -4,8 +4,16 @@
 //! (behaviour §10). The client is built on first use, from the shared SDK
 //! configuration ([`crate::aws::config`]), so `AWS_ENDPOINT_URL` reaches a
 //! local EventBridge in tests and init stays free of AWS calls.
+//!
+//! Every call is bounded (`PUBLISH_CALL_TIMEOUT_MS`): an operation timeout
+//! for the whole call, its one retry included, and half of it for each
+//! attempt — so a hung endpoint costs seconds, and the outbox gets a failed
+//! call it can give the rows back from, instead of an invocation spent waiting.
+
+use std::time::Duration;
 
 use aws_sdk_eventbridge::config::retry::RetryConfig;
+use aws_sdk_eventbridge::config::timeout::TimeoutConfig;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use tokio::sync::OnceCell;
 
@@ -19,22 +27,37 @@ pub struct EventBridgeSink {
     bus: String,
     source: String,
     endpoint: Option<String>,
+    call_timeout: Duration,
     client: OnceCell<aws_sdk_eventbridge::Client>,
 }
 
 impl EventBridgeSink {
-    /// `endpoint` overrides the SDK's endpoint (`AWS_ENDPOINT_URL_EVENTBRIDGE`).
+    /// `endpoint` overrides the SDK's endpoint (`AWS_ENDPOINT_URL_EVENTBRIDGE`);
+    /// `call_timeout` bounds every call (`PUBLISH_CALL_TIMEOUT_MS`).
     pub fn new(
         bus: impl Into<String>,
         source: impl Into<String>,
         endpoint: Option<String>,
+        call_timeout: Duration,
     ) -> Self {
         EventBridgeSink {
             bus: bus.into(),
             source: source.into(),
             endpoint,
+            call_timeout,
             client: OnceCell::new(),
         }
+    }
+
+    /// The whole call within `call_timeout`, each of its two attempts within
+    /// half of it, connecting within that too (and never longer than 3 s).
+    pub fn timeouts(call_timeout: Duration) -> TimeoutConfig {
+        let attempt = call_timeout / 2;
+        TimeoutConfig::builder()
+            .connect_timeout(attempt.min(Duration::from_secs(3)))
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(call_timeout)
+            .build()
     }
 
     async fn client(&self) -> &aws_sdk_eventbridge::Client {
@@ -44,7 +67,8 @@ impl EventBridgeSink {
                 // throttled bus is not hammered within one invocation.
                 let mut config =
                     aws_sdk_eventbridge::config::Builder::from(crate::aws::config().await)
-                        .retry_config(RetryConfig::standard().with_max_attempts(2));
+                        .retry_config(RetryConfig::standard().with_max_attempts(2))
+                        .timeout_config(Self::timeouts(self.call_timeout));
                 if let Some(url) = &self.endpoint {
                     config = config.endpoint_url(url);
                 }
@@ -116,5 +140,35 @@ impl EventSink for EventBridgeSink {
                 .map(|o| o.unwrap_or(EntryOutcome::Retry("not sent".into())))
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_call_is_bounded_and_each_attempt_by_half() {
+        let t = EventBridgeSink::timeouts(Duration::from_millis(5000));
+        assert_eq!(t.operation_timeout(), Some(Duration::from_millis(5000)));
+        assert_eq!(
+            t.operation_attempt_timeout(),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(t.connect_timeout(), Some(Duration::from_millis(2500)));
+        let long = EventBridgeSink::timeouts(Duration::from_secs(60));
+        assert_eq!(long.connect_timeout(), Some(Duration::from_secs(3)));
+    }
+
+    #[tokio::test]
+    async fn the_shared_sdk_configuration_bounds_every_call() {
+        let t = crate::aws::config()
+            .await
+            .timeout_config()
+            .cloned()
+            .expect("a timeout configuration");
+        assert_eq!(t.operation_timeout(), Some(Duration::from_secs(10)));
+        assert_eq!(t.operation_attempt_timeout(), Some(Duration::from_secs(3)));
+        assert_eq!(t.connect_timeout(), Some(Duration::from_secs(3)));
     }
 }

@@ -47,9 +47,21 @@ pub struct Delivery {
     pub published: u64,
     /// Events tried and not accepted: refused entries, or a call that failed.
     pub failed: u64,
-    /// Events still unpublished after this invocation.
+    /// Events set aside by this invocation: refused `PUBLISH_MAX_ATTEMPTS`
+    /// times, or too large to send.
+    pub set_aside: u64,
+    /// What is left, when the delivery read it: only deliveries of the whole
+    /// outbox do (publish-events, orchestrate, review-batch), never the
+    /// buyer's path.
+    pub backlog: Option<Backlog>,
+}
+
+/// The outbox's pending rows after a delivery (set-aside rows are not pending).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Rows still unpublished and not set aside.
     pub pending: u64,
-    /// Age in seconds of the oldest of them (0 when none).
+    /// Age in seconds of the first of them in `id` order (0 when none).
     pub oldest_pending_secs: u64,
 }
 

@@ -4,11 +4,12 @@
 pub mod counts;
 pub mod fill;
 pub mod pricing;
+pub mod retry;
 pub mod status;
 pub mod terms;
 pub mod tier;
 
-pub use counts::{Counts, Delivery};
+pub use counts::{Backlog, Counts, Delivery};
 pub use fill::{Fill, InvalidTarget};
 pub use status::BatchStatus;
 pub use tier::{decide, Action, Candidate, Outcome};

@@ -77,6 +77,8 @@ mod tests {
             order_id: None,
             created_at: chrono::DateTime::from_timestamp(1_764_400_000, 5_000_000).unwrap(),
             payload: json!({"amount": 125.5}),
+            attempts: 0,
+            lease: chrono::DateTime::from_timestamp(1_764_400_060, 0).unwrap(),
         };
         let e = OutboxEvent::from(row);
         assert_eq!(e.id, 42);

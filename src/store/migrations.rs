@@ -72,6 +72,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_idempotency_per_buyer"),
     migration!(8, "0008_adopt_live"),
     migration!(9, "0009_outbox_delivery"),
+    migration!(10, "0010_outbox_retry"),
 ];
 
 /// The key of the advisory lock: "batchpro" in ASCII, so it is recognisable in `pg_locks`.

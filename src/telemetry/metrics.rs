@@ -49,6 +49,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "ColdStart",
     "EventsPublished",
     "PublishFailures",
+    "EventsSetAside",
     "EventsPending",
     "OldestPendingEventAgeSeconds",
 ];
@@ -75,18 +76,24 @@ pub fn emf_line(l: &Line<'_>) -> String {
         ("Errors", u64::from(error), "Count"),
         ("ColdStart", u64::from(l.cold_start), "Count"),
     ];
-    // Outbox delivery (behaviour §10), when the job tried it.
+    // Outbox delivery (behaviour §10), when the job tried it; the backlog
+    // only when the delivery read it (never on the buyer's path).
     if let Some(d) = delivery {
         metrics.extend([
             ("EventsPublished", d.published, "Count"),
             ("PublishFailures", d.failed, "Count"),
-            ("EventsPending", d.pending, "Count"),
-            (
-                "OldestPendingEventAgeSeconds",
-                d.oldest_pending_secs,
-                "Seconds",
-            ),
+            ("EventsSetAside", d.set_aside, "Count"),
         ]);
+        if let Some(b) = d.backlog {
+            metrics.extend([
+                ("EventsPending", b.pending, "Count"),
+                (
+                    "OldestPendingEventAgeSeconds",
+                    b.oldest_pending_secs,
+                    "Seconds",
+                ),
+            ]);
+        }
     }
     let mut line = Map::new();
     line.insert(
@@ -149,6 +156,7 @@ impl MetricsSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Backlog;
 
     #[test]
     fn emf_line_follows_the_specification() {
@@ -177,7 +185,10 @@ mod tests {
         assert_eq!(v["dbMs"], 30);
         assert_eq!(v["xrayTraceId"], "Root=1-5759e988-bd862e3fe1be46a994272793");
         let with_delivery: Value = serde_json::from_str(&emf_line(&Line {
-            delivery: Some(&Delivery::default()),
+            delivery: Some(&Delivery {
+                backlog: Some(Backlog::default()),
+                ..Delivery::default()
+            }),
             ..line
         }))
         .unwrap();
@@ -191,6 +202,19 @@ mod tests {
             all, METRIC_NAMES,
             "METRIC_NAMES lists every metric a line can carry"
         );
+        // A delivery that did not read the backlog (process-order's) says nothing of it.
+        let buyers: Value = serde_json::from_str(&emf_line(&Line {
+            delivery: Some(&Delivery {
+                published: 1,
+                ..Delivery::default()
+            }),
+            ..line
+        }))
+        .unwrap();
+        assert_eq!(buyers["EventsPublished"], 1);
+        assert_eq!(buyers["EventsSetAside"], 0);
+        assert!(buyers.get("EventsPending").is_none(), "{buyers}");
+        assert!(buyers.get("OldestPendingEventAgeSeconds").is_none());
         let aws = &v["_aws"];
         assert!(aws["Timestamp"].as_i64().unwrap() > 1_700_000_000_000);
         let cwm = &aws["CloudWatchMetrics"][0];

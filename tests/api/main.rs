@@ -17,6 +17,7 @@ mod observability;
 mod offline;
 mod orchestrate;
 mod process_order;
+mod put_events;
 mod reliability;
 mod review_batch;
 mod runbook;

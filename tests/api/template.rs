@@ -939,6 +939,8 @@ fn operator_tunables_are_parameters_that_reach_the_environment() {
         ("MigrateSecretArn", "MIGRATE_SECRET_ID", owner),
         ("HttpBudgetMs", "HTTP_BUDGET_MS", "20000"),
         ("DbPooler", "DB_POOLER", "transaction"),
+        ("PublishConcurrency", "PUBLISH_CONCURRENCY", "4"),
+        ("PublishMaxAttempts", "PUBLISH_MAX_ATTEMPTS", "5"),
     ];
     let tuned = stack(&table.map(|(p, _, v)| (p, v)));
     for (param, var, value) in table {
@@ -950,6 +952,9 @@ fn operator_tunables_are_parameters_that_reach_the_environment() {
         Some(&json!("app_metadata.role"))
     );
     assert_eq!(base.env("JWT_AUDIENCE"), Some(&json!("authenticated")));
+    // behaviour §8's defaults.
+    assert_eq!(base.env("PUBLISH_CONCURRENCY"), Some(&json!("8")));
+    assert_eq!(base.env("PUBLISH_MAX_ATTEMPTS"), Some(&json!("10")));
     for unset in [
         // auto: the function decides by the host (Supabase's transaction pooler on 6543).
         "DB_POOLER",
@@ -1135,4 +1140,90 @@ fn database_timeouts_fit_in_the_functions_timeout() {
         assert!(min > 0, "{name}: 0 would mean no timeout at all");
         assert!(max < timeout_ms, "{name}: {max} < {timeout_ms}");
     }
+}
+
+/// A number CloudFormation was given, whether the transform left it a
+/// string or a number.
+fn number_of(value: &Value) -> Option<f64> {
+    value.as_f64().or_else(|| value.as_str()?.parse().ok())
+}
+
+/// Behaviour §10, issue 21: consumers can replay what was delivered. The bus
+/// has one archive, of everything it receives, kept as long as
+/// `EventArchiveRetentionDays` says; its ARN is an output for
+/// `aws events start-replay`.
+#[test]
+fn the_bus_archives_every_event_for_as_long_as_the_parameter_says() {
+    let [base, week] =
+        <[Stack; 2]>::try_from(stacks(&[vec![], vec![("EventArchiveRetentionDays", "7")]]))
+            .ok()
+            .expect("two stacks");
+    for (s, days) in [(&base, 30.0), (&week, 7.0)] {
+        let archives: Vec<_> = s.of_type("AWS::Events::Archive").collect();
+        assert_eq!(archives.len(), 1, "one archive");
+        let (name, archive) = archives[0];
+        assert_eq!(archive["SourceArn"], get_att("EventBus", "Arn"), "{name}");
+        assert!(
+            archive.get("EventPattern").is_none(),
+            "every event, unfiltered: {archive}"
+        );
+        assert_eq!(number_of(&archive["RetentionDays"]), Some(days));
+        assert_eq!(
+            s.0["Outputs"]["EventArchiveArn"]["Value"],
+            get_att(name, "Arn")
+        );
+    }
+    let retention = base.parameter("EventArchiveRetentionDays");
+    assert_eq!(
+        number_of(&retention["MinValue"]),
+        Some(0.0),
+        "0: kept forever"
+    );
+}
+
+/// Behaviour §10: an event set aside (refused `PublishMaxAttempts` times, or
+/// too large) leaves the pending count, so the oldest-pending alarm cannot
+/// see it; its own alarm fires on the first one, whichever job set it aside.
+#[test]
+fn a_set_aside_event_raises_its_own_alarm() {
+    let s = defaults();
+    let alarms: Vec<_> = s
+        .alarms()
+        .filter(|(_, a)| {
+            a["Metrics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["MetricStat"]["Metric"]["MetricName"] == "EventsSetAside")
+        })
+        .collect();
+    assert_eq!(alarms.len(), 1, "one alarm on EventsSetAside");
+    let (name, alarm) = alarms[0];
+    assert_eq!(name, "EventsSetAsideAlarm");
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+    assert_eq!(number_of(&alarm["Threshold"]), Some(1.0));
+    let metrics = alarm["Metrics"].as_array().expect("metric math");
+    let jobs: BTreeSet<String> = metrics
+        .iter()
+        .filter(|m| m.get("MetricStat").is_some())
+        .filter_map(|m| {
+            let metric = &m["MetricStat"]["Metric"];
+            assert_eq!(metric["Namespace"], "BatchProcessor");
+            assert_eq!(m["MetricStat"]["Stat"], "Sum");
+            metric["Dimensions"][0]["Value"].as_str().map(str::to_owned)
+        })
+        .collect();
+    // Every job that delivers can set an event aside.
+    let delivering: BTreeSet<String> = [
+        "publish-events",
+        "orchestrate",
+        "review-batch",
+        "process-order",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(jobs, delivering);
+    let total: Vec<_> = metrics.iter().filter(|m| m["ReturnData"] == true).collect();
+    assert_eq!(total.len(), 1);
+    assert_eq!(total[0]["Expression"], "SUM(METRICS())");
 }
