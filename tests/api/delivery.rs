@@ -410,7 +410,7 @@ async fn a_refused_first_fifty_never_keep_the_rows_behind_them_waiting() {
     assert_eq!(
         answer,
         json!({"success": true, "published": 50, "failed": 50, "setAside": 0, "pending": 50,
-               "deliveryEnabled": true})
+               "deliveryEnabled": true, "hasMore": true})
     );
     let mut accepted = bus.accepted();
     accepted.sort();
@@ -702,7 +702,7 @@ async fn a_row_refused_too_often_is_set_aside_and_retry_set_aside_puts_it_back()
     assert_eq!(
         retried,
         json!({"success": true, "published": 1, "failed": 0, "setAside": 0, "pending": 0,
-               "deliveryEnabled": true, "requeued": 1})
+               "deliveryEnabled": true, "hasMore": false, "requeued": 1})
     );
     assert_eq!(pending(&t).await, 0);
     let bad = t
