@@ -731,10 +731,10 @@ fn loadavg() -> String {
 /// wrote, so the function carries no timing code: each chunk is one
 /// transaction, and every event it writes has `created_at` = `now()`, the
 /// transaction's start, so a chunk lasts until the next one starts (the last
-/// chunk is left out). In window order the closed windows come first (cancel,
-/// review, confirm: up to four writes per batch) and the open ones end the run
-/// (confirm, nearing: one or two), so besides the run's first and last tenth,
-/// each of the two mixes is compared with itself.
+/// chunk is left out). The slabs go in window order, so the closed windows come
+/// first (cancel, review, confirm: up to four writes per batch) and the open
+/// ones end the run (confirm, nearing: one or two); besides the run's first and
+/// last tenth, each of the two mixes is compared with itself.
 struct ChunkCosts {
     all: Vec<f64>,
     closed: Vec<f64>,

@@ -6,8 +6,10 @@
 //!
 //! 1. `BEGIN`;
 //! 2. one `SELECT … FOR UPDATE SKIP LOCKED` takes the next chunk of candidates
-//!    that may need a write, in `(window_closes_at, id)` order; rows another
-//!    orchestrator holds are skipped and left to it, so no batch is acted on twice;
+//!    that may need a write, checking each again under its lock; rows another
+//!    orchestrator holds are skipped and left to it, so no batch is acted on
+//!    twice. The chunks come from slabs read in `(window_closes_at, id)` order
+//!    and taken in id order (see [`act_on_may_write`] for why);
 //! 3. Rust decides every row ([`crate::domain::tier::decide`]);
 //! 4. up to four apply statements (confirm, review, cancel, nearing), pipelined
 //!    on the connection so they cost about one round trip together;
@@ -233,38 +235,28 @@ pub async fn run(
     // A batch told it is nearing its target stays `filling`; remember it so the
     // second pass does not report it twice.
     let mut nearing_now: HashSet<Uuid> = HashSet::new();
-    let mut cursor: Option<Cursor> = None;
-    let mut cut_short = false;
-    loop {
-        if budget == 0 || ctx.deadline.reached() {
-            cut_short = true;
-            break;
-        }
-        let query = ScanQuery {
-            scan: Scan::MayWrite,
-            lookahead_hours,
-            after: cursor,
-            limit: chunk_size.min(budget),
-            lock: !req.dry_run,
-        };
-        let (taken, last) = if req.dry_run {
-            preview_chunk(&conn.sql(), &query, &mut results).await?
-        } else {
-            act_chunk(&conn, &query, &mut results, &mut nearing_now).await?
-        };
-        evaluated += taken as u64;
-        budget -= taken as i64;
-        cursor = last.or(cursor);
-        if (taken as i64) < query.limit {
-            break;
-        }
-    }
-    let mut has_more =
-        cut_short && batches::more_may_write(&conn.sql(), lookahead_hours, cursor).await?;
+    let (cut_short, cursor) = if req.dry_run {
+        preview_may_write(&conn, ctx, &mut budget, &mut evaluated, &mut results).await?
+    } else {
+        act_on_may_write(
+            &conn,
+            ctx,
+            &mut budget,
+            &mut evaluated,
+            &mut results,
+            &mut nearing_now,
+        )
+        .await?
+    };
+    let mut has_more = match cut_short {
+        CutShort::No => false,
+        CutShort::WithinSlab => true,
+        CutShort::Between => batches::more_may_write(&conn.sql(), lookahead_hours, cursor).await?,
+    };
 
     // Pass 2: the remaining candidates need no write; they are read, reported
     // where docs/behaviour.md reports them, and counted.
-    if !cut_short {
+    if matches!(cut_short, CutShort::No) {
         let mut cursor: Option<Cursor> = None;
         while budget > 0 && !ctx.deadline.reached() {
             let query = ScanQuery {
@@ -272,7 +264,6 @@ pub async fn run(
                 lookahead_hours,
                 after: cursor,
                 limit: chunk_size.min(budget),
-                lock: false,
             };
             let rows = batches::candidates(&conn.sql(), &query).await?;
             let mut taken = 0;
@@ -303,6 +294,96 @@ pub async fn run(
     }
 
     Ok(results.into_response(evaluated, has_more, req.dry_run))
+}
+
+/// Where pass 1 stopped, when it stopped before the work ran out.
+enum CutShort {
+    No,
+    /// Between slabs (or chunks of a dry run): the cursor says where.
+    Between,
+    /// Inside a slab: some of its batches were not taken.
+    WithinSlab,
+}
+
+/// A slab is this many chunks (100,000 batches at the default chunk size)...
+pub const SLAB_CHUNKS: i64 = 100;
+/// ...and at most this many batches: its ids (16 bytes each) are all the
+/// memory it costs, whatever N.
+pub const MAX_SLAB: i64 = 100_000;
+
+/// Pass 1 of a real run. Candidates that may write are read a slab at a time
+/// in window order, without locks, and each slab is then taken a chunk at a
+/// time **in id order**, each chunk locked and checked again.
+///
+/// Why id order: a chunk's writes probe and insert into every index keyed by
+/// the batch id (the batches' key, contributions, supplier orders, history,
+/// events by batch). In window order a chunk's ids are random, so at a million
+/// batches each chunk touched pages all over indexes larger than Postgres'
+/// shared buffers, and the chunks evicted each other's pages (BENCHMARKS.md).
+/// In id order a chunk covers one narrow range of each of those indexes and
+/// the next chunk the range beside it. Which batches a run takes, and what it
+/// does to each, do not change; only the order within a slab does.
+async fn act_on_may_write(
+    conn: &Conn,
+    ctx: &JobContext<'_>,
+    budget: &mut i64,
+    evaluated: &mut u64,
+    results: &mut Results,
+    nearing_now: &mut HashSet<Uuid>,
+) -> Result<(CutShort, Option<Cursor>), ApiError> {
+    let chunk_size = ctx.settings.orchestrate_chunk_size.max(1);
+    let slab_size = (chunk_size * SLAB_CHUNKS).min(MAX_SLAB).max(chunk_size);
+    let lookahead_hours = ctx.settings.orchestrate_lookahead_hours;
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        if *budget <= 0 || ctx.deadline.reached() {
+            return Ok((CutShort::Between, cursor));
+        }
+        let limit = slab_size.min(*budget);
+        let slab = batches::may_write_slab(&conn.sql(), lookahead_hours, cursor, limit).await?;
+        cursor = slab.last.or(cursor);
+        let last_slab = (slab.ids.len() as i64) < limit;
+        for chunk in slab.ids.chunks(chunk_size as usize) {
+            if *budget <= 0 || ctx.deadline.reached() {
+                return Ok((CutShort::WithinSlab, cursor));
+            }
+            let taken = act_chunk(conn, chunk, lookahead_hours, results, nearing_now).await?;
+            *evaluated += taken as u64;
+            *budget -= taken as i64;
+        }
+        if last_slab {
+            return Ok((CutShort::No, cursor));
+        }
+    }
+}
+
+/// Pass 1 of a dry run: the same candidates, in window order, no locks.
+async fn preview_may_write(
+    conn: &Conn,
+    ctx: &JobContext<'_>,
+    budget: &mut i64,
+    evaluated: &mut u64,
+    results: &mut Results,
+) -> Result<(CutShort, Option<Cursor>), ApiError> {
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        if *budget <= 0 || ctx.deadline.reached() {
+            return Ok((CutShort::Between, cursor));
+        }
+        let query = ScanQuery {
+            scan: Scan::MayWrite,
+            lookahead_hours: ctx.settings.orchestrate_lookahead_hours,
+            after: cursor,
+            limit: ctx.settings.orchestrate_chunk_size.min(*budget),
+        };
+        let (taken, last) = preview_chunk(&conn.sql(), &query, results).await?;
+        *evaluated += taken as u64;
+        *budget -= taken as i64;
+        cursor = last.or(cursor);
+        if (taken as i64) < query.limit {
+            return Ok((CutShort::No, cursor));
+        }
+    }
 }
 
 /// The moves of one chunk, grouped by action.
@@ -432,7 +513,8 @@ impl From<StoreError> for ChunkError {
     }
 }
 
-/// Takes, decides and applies one chunk in one transaction.
+/// Locks, decides and applies one chunk (`ids`, part of a slab) in one
+/// transaction; returns how many of them were still candidates to take.
 ///
 /// When the chunk's writes fail for a reason in the data (a constraint,
 /// someone else's trigger) rather than an outage, one bad batch must not stop
@@ -441,13 +523,14 @@ impl From<StoreError> for ChunkError {
 /// `failed`.
 async fn act_chunk(
     conn: &Conn,
-    query: &ScanQuery,
+    ids: &[Uuid],
+    lookahead_hours: i32,
     out: &mut Results,
     nearing_now: &mut HashSet<Uuid>,
-) -> Result<(usize, Option<Cursor>), ApiError> {
+) -> Result<usize, ApiError> {
     let chunk = conn
         .transaction(|tx| async move {
-            let rows = batches::candidates(&tx, query).await?;
+            let rows = batches::lock_candidates_by_id(&tx, ids, lookahead_hours).await?;
             let plan = Plan::of(&rows);
             match plan.apply(&tx).await {
                 Ok(applied) => Ok((rows, plan, applied)),
@@ -461,14 +544,14 @@ async fn act_chunk(
             plan.log_applied(rows.len());
             nearing_now.extend(plan.nearing.iter().map(|m| m.batch_id));
             plan.finish(&applied.supplier_orders, &applied.cancelled, false, out)?;
-            Ok((rows.len(), rows.last().map(CandidateRow::cursor)))
+            Ok(rows.len())
         }
         Err(ChunkError::Store(e)) => Err(e.into()),
         Err(ChunkError::Refused(e, rows)) => {
             tracing::warn!(error = %e, batches = rows.len(), "a chunk's writes failed; isolating the failing batches");
             let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-            isolate(conn, &ids, query.lookahead_hours, out, nearing_now).await?;
-            Ok((rows.len(), rows.last().map(CandidateRow::cursor)))
+            isolate(conn, &ids, lookahead_hours, out, nearing_now).await?;
+            Ok(rows.len())
         }
     }
 }

@@ -91,29 +91,22 @@ pub struct ScanQuery {
     pub lookahead_hours: i32,
     pub after: Option<Cursor>,
     pub limit: i64,
-    /// `FOR UPDATE SKIP LOCKED`: rows another orchestrator holds are left to it.
-    pub lock: bool,
 }
 
-/// One page of candidates in keyset order.
+/// One page of candidates in keyset order, unlocked (a dry run, and the
+/// report-only pass).
 pub async fn candidates(client: &Sql<'_>, q: &ScanQuery) -> Result<Vec<CandidateRow>, StoreError> {
     let filter = match q.scan {
         Scan::MayWrite => MAY_WRITE.to_owned(),
         Scan::ReportOnly => format!("NOT {MAY_WRITE}"),
     };
     let after = after_cursor(q.after);
-    let lock = if q.lock {
-        "FOR UPDATE OF b SKIP LOCKED"
-    } else {
-        ""
-    };
     let sql = format!(
         "SELECT {CANDIDATE_COLUMNS}
            FROM production_batches b
           WHERE {IS_CANDIDATE} AND {after} AND {filter}
           ORDER BY b.window_closes_at, b.id
-          LIMIT :limit
-          {lock}"
+          LIMIT :limit"
     );
     let (after_at, after_id) = split(q.after);
     let (sql, params) = named(
@@ -131,9 +124,69 @@ pub async fn candidates(client: &Sql<'_>, q: &ScanQuery) -> Result<Vec<Candidate
     Ok(rows.iter().map(candidate_row).collect())
 }
 
+/// The next slab: up to `limit` candidates that may need a write after
+/// `after`, in keyset order, unlocked. Orchestrate then takes it a chunk at a
+/// time in id order with [`lock_candidates_by_id`], which checks each row
+/// again under its lock.
+#[derive(Debug)]
+pub struct Slab {
+    /// The slab's batch ids, sorted by id.
+    pub ids: Vec<Uuid>,
+    /// Where the slab ends in keyset order: the next slab starts after it.
+    pub last: Option<Cursor>,
+}
+
+pub async fn may_write_slab(
+    client: &Sql<'_>,
+    lookahead_hours: i32,
+    after: Option<Cursor>,
+    limit: i64,
+) -> Result<Slab, StoreError> {
+    let sql = format!(
+        "SELECT b.window_closes_at, b.id
+           FROM production_batches b
+          WHERE {IS_CANDIDATE} AND {after} AND {MAY_WRITE}
+          ORDER BY b.window_closes_at, b.id
+          LIMIT :limit",
+        after = after_cursor(after)
+    );
+    let (after_at, after_id) = split(after);
+    let (sql, params) = named(
+        &sql,
+        &[
+            ("confirm_at", &CONFIRM_AT, Type::INT8),
+            ("nearing_at", &NEARING_AT, Type::INT8),
+            ("lookahead_hours", &lookahead_hours, Type::INT4),
+            ("after_at", &after_at, Type::TIMESTAMPTZ),
+            ("after_id", &after_id, Type::UUID),
+            ("limit", &limit, Type::INT8),
+        ],
+    )?;
+    // Folded as the rows arrive: a slab of 100,000 keys is 1.6 MB of ids,
+    // where the rows themselves would be ten times that.
+    let empty = Slab {
+        ids: Vec::new(),
+        last: None,
+    };
+    let mut slab = client
+        .fold(&sql, &params, empty, |slab, r| {
+            let key = Cursor {
+                window_closes_at: r.get(0),
+                id: r.get(1),
+            };
+            slab.ids.push(key.id);
+            slab.last = Some(key);
+        })
+        .await?;
+    slab.ids.sort_unstable();
+    Ok(slab)
+}
+
 /// The candidates among `ids` that may still need a write, locked
-/// (`SKIP LOCKED`), in keyset order: a chunk taken again after its writes
-/// failed, to find the batch that failed them.
+/// (`SKIP LOCKED`), in keyset order: a chunk of a slab ([`may_write_slab`]),
+/// or a chunk taken again after its writes failed, to find the batch that
+/// failed them. A row another orchestrator holds, or that stopped being a
+/// candidate since the slab was read, is left out.
 pub async fn lock_candidates_by_id(
     client: &Sql<'_>,
     ids: &[Uuid],

@@ -13,6 +13,7 @@ use std::pin::pin;
 use std::task::Poll;
 
 use deadpool_postgres::ClientWrapper;
+use futures_util::TryStreamExt;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Statement};
 
@@ -115,6 +116,35 @@ impl<'c> Sql<'c> {
             let ready_b = self.ready(b.0, b.1).await?;
             let (ra, rb) = in_order(self.run(&ready_a, a.1), self.run(&ready_b, b.1)).await;
             Ok((ra?, rb?))
+        })
+        .await
+    }
+
+    /// Runs a statement and folds its rows into `acc` as they arrive, never
+    /// holding them all: for results too long to keep as rows (a slab of
+    /// orchestrate's keys), where only what `f` keeps of each is wanted.
+    pub(super) async fn fold<T>(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        mut acc: T,
+        mut f: impl FnMut(&mut T, &Row),
+    ) -> Result<T, StoreError> {
+        timed(Phase::Db, async {
+            let ready = self.ready(sql, params).await?;
+            let rows = match &ready {
+                Ready::Unnamed(sql) => {
+                    self.client
+                        .query_typed_raw(sql, params.iter().map(|(v, t)| (*v, t.clone())))
+                        .await?
+                }
+                Ready::Prepared(stmt) => self.client.query_raw(stmt, values(params)).await?,
+            };
+            let mut rows = pin!(rows);
+            while let Some(row) = rows.try_next().await? {
+                f(&mut acc, &row);
+            }
+            Ok(acc)
         })
         .await
     }

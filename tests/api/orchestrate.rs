@@ -476,6 +476,49 @@ async fn small_chunks_cover_every_batch() {
     assert_eq!(t.count("SELECT count(*) FROM supplier_orders").await, 20);
 }
 
+/// A run reads its candidates a slab at a time (100 chunks) and takes each slab
+/// in id order: across several slabs every batch is still acted on once, and a
+/// `limit` still takes the earliest windows first.
+#[tokio::test]
+async fn slabs_cover_every_batch_once_and_a_limit_takes_the_earliest_windows() {
+    // Chunks of 2, so a slab is 200 batches and 450 make three slabs.
+    let t = TestApp::spawn_with(&[("ORCHESTRATE_CHUNK_SIZE", "2")]).await;
+    let mut by_window = Vec::new();
+    for i in 0..450 {
+        let fill = if i % 2 == 0 { 180 } else { 20 };
+        by_window.push(t.batch(fill, 200, -HOUR + f64::from(i)).await);
+    }
+
+    let first = t.orchestrate(json!({"limit": 250})).await;
+    assert_eq!(first["evaluated"], 250);
+    assert_eq!(first["hasMore"], true);
+    let mut statuses = Vec::new();
+    for id in &by_window {
+        statuses.push(t.status_of(*id).await);
+    }
+    let (taken, left) = statuses.split_at(250);
+    assert!(
+        taken.iter().all(|s| s != "filling"),
+        "the 250 earliest windows"
+    );
+    assert!(left.iter().all(|s| s == "filling"), "and no other");
+
+    let rest = t.orchestrate(json!({})).await;
+    assert_eq!(rest["processed"], 200);
+    assert_eq!(rest["hasMore"], false);
+    assert_eq!(t.count("SELECT count(*) FROM supplier_orders").await, 225);
+    assert_eq!(
+        t.count("SELECT count(*) FROM batch_events WHERE event_type = 'batch.cancelled'")
+            .await,
+        225
+    );
+    assert_eq!(
+        t.count("SELECT count(*) FROM production_batches WHERE batch_status = 'filling'")
+            .await,
+        0
+    );
+}
+
 /// Less than `DEADLINE_MARGIN_MS` left: no chunk is started, and `hasMore` says so.
 #[tokio::test]
 async fn stops_before_the_lambda_deadline() {

@@ -122,7 +122,6 @@ async fn the_sql_write_filter_is_exactly_the_rule() {
         lookahead_hours: 24,
         after: None,
         limit: i64::MAX,
-        lock: false,
     };
     let may_write: std::collections::HashSet<Uuid> =
         batches::candidates(&sql, &scan(Scan::MayWrite))
