@@ -10,10 +10,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
-use super::sql::named;
+use super::sql::{named, Param};
 use super::{Sql, StoreError};
 use crate::domain::status::{BatchStatus, REFUNDABLE_PAYMENT_STATUSES, REFUND_PENDING};
 use crate::domain::terms::DEFAULT_LEAD_TIME_DAYS;
@@ -53,6 +53,42 @@ const CANDIDATE_COLUMNS: &str = "b.id, b.window_closes_at, COALESCE(b.current_qu
 /// An order that a cancellation still has to cancel.
 const ORDER_IS_LIVE: &str =
     "o.status IS DISTINCT FROM 'cancelled' AND o.workflow_status IS DISTINCT FROM 'cancelled'";
+
+/// What every keyset scan of candidates binds by name: the thresholds, the
+/// look-ahead and the cursor (`:confirm_at`, `:nearing_at`, `:lookahead_hours`,
+/// `:after_at`, `:after_id`).
+struct Keyset {
+    lookahead_hours: i32,
+    after_at: Option<DateTime<Utc>>,
+    after_id: Option<Uuid>,
+}
+
+impl Keyset {
+    fn new(lookahead_hours: i32, after: Option<Cursor>) -> Self {
+        Keyset {
+            lookahead_hours,
+            after_at: after.map(|c| c.window_closes_at),
+            after_id: after.map(|c| c.id),
+        }
+    }
+
+    /// `sql` with these parameters and `more` bound.
+    fn bind<'p>(
+        &'p self,
+        sql: &str,
+        more: &[(&str, &'p (dyn ToSql + Sync), Type)],
+    ) -> Result<(String, Vec<Param<'p>>), StoreError> {
+        let mut list: Vec<(&str, &'p (dyn ToSql + Sync), Type)> = vec![
+            ("confirm_at", &CONFIRM_AT, Type::INT8),
+            ("nearing_at", &NEARING_AT, Type::INT8),
+            ("lookahead_hours", &self.lookahead_hours, Type::INT4),
+            ("after_at", &self.after_at, Type::TIMESTAMPTZ),
+            ("after_id", &self.after_id, Type::UUID),
+        ];
+        list.extend(more.iter().cloned());
+        named(sql, &list)
+    }
+}
 
 /// Which candidates a scan returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,18 +144,8 @@ pub async fn candidates(client: &Sql<'_>, q: &ScanQuery) -> Result<Vec<Candidate
           ORDER BY b.window_closes_at, b.id
           LIMIT :limit"
     );
-    let (after_at, after_id) = split(q.after);
-    let (sql, params) = named(
-        &sql,
-        &[
-            ("confirm_at", &CONFIRM_AT, Type::INT8),
-            ("nearing_at", &NEARING_AT, Type::INT8),
-            ("lookahead_hours", &q.lookahead_hours, Type::INT4),
-            ("after_at", &after_at, Type::TIMESTAMPTZ),
-            ("after_id", &after_id, Type::UUID),
-            ("limit", &q.limit, Type::INT8),
-        ],
-    )?;
+    let keyset = Keyset::new(q.lookahead_hours, q.after);
+    let (sql, params) = keyset.bind(&sql, &[("limit", &q.limit, Type::INT8)])?;
     let rows = client.query(&sql, &params).await?;
     Ok(rows.iter().map(candidate_row).collect())
 }
@@ -150,18 +176,8 @@ pub async fn may_write_slab(
           LIMIT :limit",
         after = after_cursor(after)
     );
-    let (after_at, after_id) = split(after);
-    let (sql, params) = named(
-        &sql,
-        &[
-            ("confirm_at", &CONFIRM_AT, Type::INT8),
-            ("nearing_at", &NEARING_AT, Type::INT8),
-            ("lookahead_hours", &lookahead_hours, Type::INT4),
-            ("after_at", &after_at, Type::TIMESTAMPTZ),
-            ("after_id", &after_id, Type::UUID),
-            ("limit", &limit, Type::INT8),
-        ],
-    )?;
+    let keyset = Keyset::new(lookahead_hours, after);
+    let (sql, params) = keyset.bind(&sql, &[("limit", &limit, Type::INT8)])?;
     // Folded as the rows arrive: a slab of 100,000 keys is 1.6 MB of ids,
     // where the rows themselves would be ten times that.
     let empty = Slab {
@@ -237,23 +253,10 @@ pub async fn more_may_write(
                          WHERE {IS_CANDIDATE} AND {after} AND {MAY_WRITE})",
         after = after_cursor(after)
     );
-    let (after_at, after_id) = split(after);
-    let (sql, params) = named(
-        &sql,
-        &[
-            ("confirm_at", &CONFIRM_AT, Type::INT8),
-            ("nearing_at", &NEARING_AT, Type::INT8),
-            ("lookahead_hours", &lookahead_hours, Type::INT4),
-            ("after_at", &after_at, Type::TIMESTAMPTZ),
-            ("after_id", &after_id, Type::UUID),
-        ],
-    )?;
+    let keyset = Keyset::new(lookahead_hours, after);
+    let (sql, params) = keyset.bind(&sql, &[])?;
     let row = client.query_one(&sql, &params).await?;
     Ok(row.get(0))
-}
-
-fn split(c: Option<Cursor>) -> (Option<DateTime<Utc>>, Option<Uuid>) {
-    (c.map(|c| c.window_closes_at), c.map(|c| c.id))
 }
 
 /// One batch to move, with its fill (for events and history) and an optional note.
