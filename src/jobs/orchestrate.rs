@@ -316,8 +316,8 @@ pub const MAX_SLAB: i64 = 100_000;
 /// time **in id order**, each chunk locked and checked again.
 ///
 /// Why id order: a chunk's writes probe and insert into every index keyed by
-/// the batch id (the batches' key, contributions, supplier orders, history,
-/// events by batch). In window order a chunk's ids are random, so at a million
+/// the batch id (the batches' key, contributions, supplier orders and events
+/// by batch). In window order a chunk's ids are random, so at a million
 /// batches each chunk touched pages all over indexes larger than Postgres'
 /// shared buffers, and the chunks evicted each other's pages (BENCHMARKS.md).
 /// In id order a chunk covers one narrow range of each of those indexes and
