@@ -150,10 +150,7 @@ pub async fn candidates(client: &Sql<'_>, q: &ScanQuery) -> Result<Vec<Candidate
     Ok(rows.iter().map(candidate_row).collect())
 }
 
-/// The next slab: up to `limit` candidates that may need a write after
-/// `after`, in keyset order, unlocked. Orchestrate then takes it a chunk at a
-/// time in id order with [`lock_candidates_by_id`], which checks each row
-/// again under its lock.
+/// A slab of candidates that may need a write, read by [`may_write_slab`].
 #[derive(Debug)]
 pub struct Slab {
     /// The slab's batch ids, sorted by id.
@@ -162,6 +159,10 @@ pub struct Slab {
     pub last: Option<Cursor>,
 }
 
+/// The next slab: up to `limit` candidates that may need a write after
+/// `after`, in keyset order, unlocked. Orchestrate then takes it a chunk at a
+/// time in id order with [`lock_candidates_by_id`], which checks each row
+/// again under its lock.
 pub async fn may_write_slab(
     client: &Sql<'_>,
     lookahead_hours: i32,
