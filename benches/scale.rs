@@ -144,21 +144,26 @@ fn app_for(db: &str, extra: &[(&str, &str)]) -> App {
         .with_metrics(MetricsSink::Buffer(Default::default()))
 }
 
+/// A new database `db` (dropped first if it exists), migrated by the real job.
+async fn fresh_migrated(db: &str) {
+    admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+    admin(&format!("CREATE DATABASE {db}")).await;
+    app_for(db, &[])
+        .handle(
+            json!({"jobType": "migrate"}),
+            &Invocation::new("bench-migrate", None),
+        )
+        .await
+        .map_err(|e| e.message)
+        .expect("migrate");
+}
+
 /// The shared starting point: N batches over every fill, half closed, a tenth
 /// beyond the look-ahead; two orders (one paid, one pending) under every batch
 /// that will be cancelled; contributions for the ones that will be confirmed.
 async fn build_source(db: &str, n: i64) -> Duration {
     let started = Instant::now();
-    admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
-    admin(&format!("CREATE DATABASE {db}")).await;
-    let app = app_for(db, &[]);
-    app.handle(
-        json!({"jobType": "migrate"}),
-        &Invocation::new("bench-migrate", None),
-    )
-    .await
-    .map_err(|e| e.message)
-    .expect("migrate");
+    fresh_migrated(db).await;
     let c = connect(&url_for(db)).await;
     c.batch_execute(&format!(
         "INSERT INTO suppliers (id, company_name) VALUES ('{SUPPLIER}', 'Bench Supplier');
@@ -611,16 +616,7 @@ async fn run(a: &Args) -> String {
 
     // process-order: 8 instances, spread over 20 categories, then one hot category.
     let orders_db = &format!("{}_orders", a.db_prefix);
-    admin(&format!("DROP DATABASE IF EXISTS {orders_db} WITH (FORCE)")).await;
-    admin(&format!("CREATE DATABASE {orders_db}")).await;
-    app_for(orders_db, &[])
-        .handle(
-            json!({"jobType": "migrate"}),
-            &Invocation::new("bench", None),
-        )
-        .await
-        .map_err(|e| e.message)
-        .expect("migrate");
+    fresh_migrated(orders_db).await;
     connect(&url_for(orders_db))
         .await
         .batch_execute(&format!(
@@ -1031,16 +1027,7 @@ async fn delivery_latency_section(prefix: &str, r: &mut String) {
         rx.recv().expect("the endpoint's url")
     };
     let db = &format!("{prefix}_delivery_latency");
-    admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
-    admin(&format!("CREATE DATABASE {db}")).await;
-    app_for(db, &[])
-        .handle(
-            json!({"jobType": "migrate"}),
-            &Invocation::new("bench", None),
-        )
-        .await
-        .map_err(|e| e.message)
-        .expect("migrate");
+    fresh_migrated(db).await;
     let c = connect(&url_for(db)).await;
     c.batch_execute(&format!(
         "INSERT INTO batch_events (batch_id, event_type, payload)

@@ -467,17 +467,12 @@ async fn connection_strings_the_owner_migrates_and_the_role_runs_the_jobs() {
         .unwrap_or_else(|e| panic!("migrate as the owner: {}", e.message));
     assert_eq!(migrated["success"], true);
     assert_eq!(migrated["warnings"], json!([]));
-    let owners: Vec<String> = connect(&cluster.superuser_url("app"))
-        .await
-        .query(
-            "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = 'public'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let owners: Vec<String> = column(
+        &connect(&cluster.superuser_url("app")).await,
+        "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = 'public'",
+        &[],
+    )
+    .await;
     assert_eq!(
         owners,
         [OWNER],
@@ -525,16 +520,12 @@ async fn connection_strings_the_owner_migrates_and_the_role_runs_the_jobs() {
     .await
     .unwrap_or_else(|e| panic!("process-order as the role: {}", e.message));
     assert_eq!(placed["isNewBatch"], true);
-    let users: Vec<String> = sql
-        .query(
-            "SELECT DISTINCT usename::text FROM pg_stat_activity WHERE application_name = 'bp-fn'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let users: Vec<String> = column(
+        &sql,
+        "SELECT DISTINCT usename::text FROM pg_stat_activity WHERE application_name = 'bp-fn'",
+        &[],
+    )
+    .await;
     assert_eq!(users, ["batch_processor_fn"]);
     let again = run(&app, json!({"jobType": "migrate"})).await.unwrap();
     assert_eq!(again["applied"], json!([]), "migrate again, as the owner");

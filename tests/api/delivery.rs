@@ -376,12 +376,7 @@ async fn seed_in_batches(t: &TestApp, n: i64, batches: i64) {
 }
 
 async fn ids(t: &TestApp, sql: &str) -> Vec<i64> {
-    t.db.query(sql, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    column(&t.db, sql, &[]).await
 }
 
 /// What has passed of a row's backoff: the tests move the database's clock

@@ -106,6 +106,20 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// The first column of every row `sql` returns; a failing query panics with its text.
+pub async fn column<T: tokio_postgres::types::FromSqlOwned>(
+    db: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<T> {
+    db.query(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// A database that is dropped (with its connections) when this goes out of scope.
 pub struct TestDb {
     pub name: String,
@@ -516,16 +530,12 @@ impl TestApp {
 
     /// Event types written for a batch, in order.
     pub async fn events_of(&self, batch: Uuid) -> Vec<String> {
-        self.db
-            .query(
-                "SELECT event_type FROM batch_events WHERE batch_id = $1 ORDER BY id",
-                &[&batch],
-            )
-            .await
-            .expect("events")
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+        column(
+            &self.db,
+            "SELECT event_type FROM batch_events WHERE batch_id = $1 ORDER BY id",
+            &[&batch],
+        )
+        .await
     }
 
     /// A digest of every table a job may write, to prove nothing changed.
@@ -626,6 +636,22 @@ pub fn http_v1(method: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Va
     e["body"] = body.map(|b| json!(b)).unwrap_or(Value::Null);
     e["isBase64Encoded"] = json!(false);
     e
+}
+
+/// The CORS headers every HTTP answer carries (behaviour §2).
+pub fn assert_cors(resp: &Value, origin: &str) {
+    let h = &resp["headers"];
+    assert_eq!(h["content-type"], "application/json", "{resp}");
+    assert_eq!(h["access-control-allow-origin"], origin);
+    assert_eq!(
+        h["access-control-allow-headers"],
+        "authorization, x-client-info, apikey, content-type, idempotency-key"
+    );
+    assert_eq!(h["access-control-allow-methods"], "POST, OPTIONS");
+}
+
+pub fn orchestrate_body() -> String {
+    json!({"jobType": "orchestrate", "data": {}}).to_string()
 }
 
 pub fn bearer(token: &str) -> String {

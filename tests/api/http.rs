@@ -3,24 +3,9 @@
 //! bodies, malformed events, roles) are `offline::events`.
 
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::*;
-
-fn assert_cors(resp: &Value, origin: &str) {
-    let h = &resp["headers"];
-    assert_eq!(h["content-type"], "application/json", "{resp}");
-    assert_eq!(h["access-control-allow-origin"], origin);
-    assert_eq!(
-        h["access-control-allow-headers"],
-        "authorization, x-client-info, apikey, content-type, idempotency-key"
-    );
-    assert_eq!(h["access-control-allow-methods"], "POST, OPTIONS");
-}
-
-fn orchestrate_body() -> String {
-    json!({"jobType": "orchestrate", "data": {}}).to_string()
-}
 
 #[tokio::test]
 async fn http_api_v2_post_runs_the_job() {

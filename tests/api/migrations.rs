@@ -288,13 +288,7 @@ async fn the_original_database_is_upgraded_in_place_and_the_jobs_work_on_it() {
     assert_eq!(row.get::<_, String>(0), "2026-01-15 10:30:00+00");
     assert_eq!(row.get::<_, String>(1), "timestamp with time zone");
     // Foreign columns survive with their values.
-    let notes: Vec<String> =
-        t.db.query("SELECT notes FROM orders ORDER BY id", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+    let notes: Vec<String> = column(&t.db, "SELECT notes FROM orders ORDER BY id", &[]).await;
     assert_eq!(notes.len(), 12);
     assert!(notes.iter().all(|n| n.starts_with("keep-me-")), "{notes:?}");
     assert!(

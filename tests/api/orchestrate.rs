@@ -657,16 +657,12 @@ async fn large_runs_list_the_first_results_and_count_them_all() {
         )
         .await
         .unwrap();
-    let first_listed: Vec<String> =
-        t.db.query(
-            "SELECT id::text FROM production_batches ORDER BY window_closes_at, id LIMIT 1000",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let first_listed: Vec<String> = column(
+        &t.db,
+        "SELECT id::text FROM production_batches ORDER BY window_closes_at, id LIMIT 1000",
+        &[],
+    )
+    .await;
 
     let resp = t.orchestrate(json!({})).await;
     assert_eq!(resp["processed"], 1500);

@@ -9,27 +9,14 @@ use std::path::Path;
 
 use regex::Regex;
 
+use crate::offline::docs;
 use crate::template::defaults;
 
 const RUNBOOK: &str = include_str!("../../docs/deploy.md");
 
 /// The text inside backticks and fenced code blocks: where names are.
 fn code() -> Vec<String> {
-    let spans = Regex::new(r"`([^`]+)`").unwrap();
-    let mut out = Vec::new();
-    let mut fenced = false;
-    for line in RUNBOOK.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced {
-            out.push(line.to_owned());
-        } else {
-            out.extend(spans.captures_iter(line).map(|c| c[1].to_owned()));
-        }
-    }
-    out
+    docs::code(RUNBOOK)
 }
 
 fn template_names() -> BTreeSet<String> {

@@ -324,7 +324,8 @@ async fn migrate_warns_of_every_way_buyers_can_write_money() {
 
 /// Tables `migrate` created and whether `role` may do anything to them.
 async fn api_privileges(t: &TestApp, role: &str) -> Vec<String> {
-    t.db.query(
+    column(
+        &t.db,
         "SELECT c.relname || ' ' || p
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) p
@@ -339,10 +340,6 @@ async fn api_privileges(t: &TestApp, role: &str) -> Vec<String> {
         &[&role],
     )
     .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 /// §2: a new Supabase project — its API roles and their default privileges,
@@ -375,17 +372,13 @@ async fn a_new_projects_tables_are_not_public() {
             "{role}"
         );
     }
-    let without_rls: Vec<String> =
-        t.db.query(
-            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE n.nspname = 'public' AND c.relkind = 'r' AND NOT c.relrowsecurity ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let without_rls: Vec<String> = column(
+        &t.db,
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind = 'r' AND NOT c.relrowsecurity ORDER BY 1",
+        &[],
+    )
+    .await;
     assert_eq!(without_rls, Vec::<String>::new());
     assert_eq!(
         t.count(
@@ -417,7 +410,8 @@ async fn a_new_projects_tables_are_not_public() {
 /// The ACL of `relation` as the privileges it grants, NULL read as its
 /// owner's defaults (what NULL means).
 async fn acl(t: &TestApp, relation: &str) -> Vec<String> {
-    t.db.query(
+    column(
+        &t.db,
         "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END
                 || ' ' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END
            FROM pg_class c,
@@ -427,10 +421,6 @@ async fn acl(t: &TestApp, relation: &str) -> Vec<String> {
         &[&relation],
     )
     .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 /// §2: on a partly set-up project (the original tables, Supabase's roles and

@@ -79,7 +79,7 @@ fn prose(text: &str) -> Vec<(usize, &str)> {
 }
 
 /// The text of inline code spans and fenced blocks: where commands and paths are.
-fn code(text: &str) -> Vec<String> {
+pub fn code(text: &str) -> Vec<String> {
     let span = Regex::new(r"`([^`]+)`").unwrap();
     let mut fenced = false;
     let mut out = Vec::new();
@@ -147,12 +147,9 @@ pub fn variables_the_configuration_reads() -> &'static BTreeSet<String> {
     })
 }
 
-/// Variables read outside the configuration, straight from the environment
-/// (the log format and level, read before anything else is set up): every
-/// `env::var("…")` / `env::var_os("…")` in `src/`.
-fn variables_read_directly() -> BTreeSet<String> {
-    let call = Regex::new(r#"env::var(?:_os)?\(\s*"([A-Z][A-Z0-9_]*)"\s*\)"#).unwrap();
-    let mut out = BTreeSet::new();
+/// The text of every Rust file under `src/`.
+fn sources() -> Vec<String> {
+    let mut out = Vec::new();
     let mut dirs = vec![root().join("src")];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).expect("src/ is readable").flatten() {
@@ -160,9 +157,21 @@ fn variables_read_directly() -> BTreeSet<String> {
             if path.is_dir() {
                 dirs.push(path);
             } else if path.extension().is_some_and(|x| x == "rs") {
-                out.extend(call.captures_iter(&read(&path)).map(|c| c[1].to_owned()));
+                out.push(read(&path));
             }
         }
+    }
+    out
+}
+
+/// Variables read outside the configuration, straight from the environment
+/// (the log format and level, read before anything else is set up): every
+/// `env::var("…")` / `env::var_os("…")` in `src/`.
+fn variables_read_directly() -> BTreeSet<String> {
+    let call = Regex::new(r#"env::var(?:_os)?\(\s*"([A-Z][A-Z0-9_]*)"\s*\)"#).unwrap();
+    let mut out = BTreeSet::new();
+    for text in sources() {
+        out.extend(call.captures_iter(&text).map(|c| c[1].to_owned()));
     }
     out
 }
@@ -580,18 +589,7 @@ fn every_jobs_table_names_every_job() {
 #[test]
 fn every_error_message_behaviour_quotes_is_one_the_code_writes() {
     let behaviour = read(&root().join("docs/behaviour.md"));
-    let mut source = String::new();
-    let mut dirs = vec![root().join("src")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("src/ is readable").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|x| x == "rs") {
-                source.push_str(&read(&path));
-            }
-        }
-    }
+    let source = sources().concat();
     // Every literal with a `{…}` as a pattern: `{…}` stands for any text. Its
     // own words must be most of a message it produces: `"{name} {p:?}"`
     // produces anything.

@@ -13,21 +13,6 @@ async fn invoke(app: &App, event: Value) -> Result<Value, InvocationError> {
         .await
 }
 
-fn assert_cors(resp: &Value, origin: &str) {
-    let h = &resp["headers"];
-    assert_eq!(h["content-type"], "application/json", "{resp}");
-    assert_eq!(h["access-control-allow-origin"], origin);
-    assert_eq!(
-        h["access-control-allow-headers"],
-        "authorization, x-client-info, apikey, content-type, idempotency-key"
-    );
-    assert_eq!(h["access-control-allow-methods"], "POST, OPTIONS");
-}
-
-fn orchestrate_body() -> String {
-    json!({"jobType": "orchestrate", "data": {}}).to_string()
-}
-
 #[tokio::test]
 async fn http_rules_options_methods_size_and_bad_bodies() {
     let app = app(&[("CORS_ALLOW_ORIGIN", "https://shop.example.com")]);
