@@ -12,7 +12,8 @@
 //!    and taken in id order (see [`act_on_may_write`] for why);
 //! 3. Rust decides every row ([`crate::domain::tier::decide`]);
 //! 4. up to four apply statements (confirm, review, cancel, nearing), pipelined
-//!    on the connection so they cost about one round trip together;
+//!    on the connection so they cost about one round trip together; each finds
+//!    its batches where step 2 locked them (`batches::Move::loc`);
 //! 5. `COMMIT`.
 //!
 //! Batches that need a write are taken first, so a small `limit` is never spent
@@ -421,6 +422,7 @@ impl Plan {
                     batch_id: row.id,
                     fill_percentage: fill.percentage(),
                     note: None,
+                    loc: row.loc,
                 });
             }
             plan.reports
@@ -571,7 +573,13 @@ async fn isolate(
 ) -> Result<(), ApiError> {
     let (done, failed) = conn
         .transaction(|tx| async move {
-            let rows = batches::lock_candidates_by_id(&tx, ids, lookahead_hours).await?;
+            // By id, not by location: the chunk may have failed because a
+            // batch was not where it was locked (see `batches::Move::loc`).
+            let rows: Vec<CandidateRow> = batches::lock_candidates_by_id(&tx, ids, lookahead_hours)
+                .await?
+                .into_iter()
+                .map(|r| CandidateRow { loc: None, ..r })
+                .collect();
             let mut groups: Vec<&[CandidateRow]> = vec![&rows[..]];
             let mut done: Vec<(Plan, Applied)> = Vec::new();
             let mut failed: Vec<(CandidateRow, String)> = Vec::new();

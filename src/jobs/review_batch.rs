@@ -131,6 +131,7 @@ pub async fn run(
                 batch_id: req.batch_id,
                 fill_percentage: fill.percentage(),
                 note: req.note.clone(),
+                loc: None,
             }];
             let action = match req.decision {
                 Decision::Approve => Action::Confirm(fill),

@@ -689,3 +689,57 @@ async fn large_runs_list_the_first_results_and_count_them_all() {
     assert!(small.get("resultsTruncated").is_none());
     assert_eq!(small["summary"]["cancelled"], 0);
 }
+
+/// The apply statements find a chunk's batches where its lock found them
+/// (their `ctid`), not by key. A batch that something else in the chunk's own
+/// transaction moved in between — here a trigger that touches the batch to
+/// be cancelled when the other batch's `batch.confirmed` is written — is not
+/// skipped: the chunk is rolled back and taken again by id, and both batches
+/// end as the rules say, each once.
+#[tokio::test]
+async fn a_batch_moved_within_its_chunk_is_still_decided() {
+    let t = TestApp::spawn().await;
+    let confirmed = t.batch(160, 200, -HOUR).await; // 80 %
+    let cancelled = t.batch(40, 200, -HOUR).await; // 20 %
+    let paid = t.order(cancelled, 40, "12.50", "paid").await;
+    t.db.batch_execute(&format!(
+        "CREATE FUNCTION touch_batch() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             UPDATE production_batches SET updated_at = updated_at WHERE id = '{cancelled}';
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER touch_batch AFTER INSERT ON batch_events
+             FOR EACH ROW WHEN (NEW.event_type = 'batch.confirmed') EXECUTE FUNCTION touch_batch();"
+    ))
+    .await
+    .unwrap();
+
+    let resp = t.orchestrate(json!({})).await;
+    let results = by_batch(&resp);
+    assert_eq!(results[&confirmed]["action"], "confirmed");
+    assert_eq!(results[&cancelled]["action"], "cancelled");
+    assert_eq!(results[&cancelled]["ordersCancelled"], 1);
+    assert_eq!(resp["summary"]["failed"], 0, "{resp}");
+    assert_eq!(t.status_of(confirmed).await, "confirmed");
+    assert_eq!(t.status_of(cancelled).await, "cancelled");
+    assert_eq!(
+        t.count(&format!(
+            "SELECT count(*) FROM orders WHERE id = '{paid}'
+               AND status = 'cancelled' AND payment_status = 'refund_pending'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        t.count("SELECT count(*) FROM supplier_orders").await,
+        1,
+        "one supplier order, the retry made no second"
+    );
+    assert_eq!(
+        t.count(&format!(
+            "SELECT count(*) FROM batch_events WHERE batch_id = '{cancelled}' AND event_type = 'batch.cancelled'"
+        ))
+        .await,
+        1
+    );
+}
