@@ -307,9 +307,10 @@ pub struct Move {
     pub note: Option<String>,
     /// Where the batch's row lies, when the caller locked it with
     /// [`lock_candidates_by_id`] in this transaction: the statement then
-    /// finds it there (a TID scan) instead of by its key. At a million
-    /// batches, probing the key a second time per batch and statement, and
-    /// with it pruning the heap page again, cost about a tenth of a run.
+    /// finds it there (a TID scan) instead of by its key: no second descent
+    /// of the key and no second look at (and pruning of) the heap page, a
+    /// tenth of the apply statements' buffer accesses at a million batches
+    /// (BENCHMARKS.md).
     pub loc: Option<Tid>,
 }
 
