@@ -334,11 +334,14 @@ impl Columns {
         }
     }
 
-    /// Every batch found by its location must have moved: the caller locked
-    /// and checked each one, so one that did not was moved by something else
-    /// in this transaction (a trigger, say) and is no longer where it was
-    /// locked. That is an error, never a silent skip: the chunk is then taken
-    /// again by id (orchestrate's `isolate`).
+    /// Exactly the batches found by their locations must have moved. The
+    /// caller locked and checked each one, so one that did not was moved by
+    /// something else in this transaction (a trigger, say) and is no longer
+    /// where it was locked; and a ctid is unique only within one table, so on
+    /// a partitioned `production_batches` a location could also name a row of
+    /// another partition, and more would move. Either is an error, never a
+    /// silent skip or a stray write: the statement's writes roll back with
+    /// the chunk, which is then taken again by id (orchestrate's `isolate`).
     fn all_moved(&self, moved: usize) -> Result<(), StoreError> {
         match self.locs {
             Some(_) if moved != self.ids.len() => Err(StoreError::Unexpected(
@@ -550,8 +553,10 @@ pub async fn cancel(
                     updated_at = now()
                FROM targets t
               -- Where `locked` found it (its newest version, locked by this
-              -- statement, so it cannot have moved): no second descent of the key.
-              WHERE o.ctid = t.loc
+              -- statement, so it cannot have moved): no second descent of the
+              -- key. The id too: a ctid is unique only within one table, and a
+              -- partitioned orders table has many.
+              WHERE o.ctid = t.loc AND o.id = t.id
           RETURNING o.id
          ), history AS (
              INSERT INTO order_status_history (order_id, old_status, new_status, changed_by, notes)
