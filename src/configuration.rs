@@ -301,27 +301,15 @@ impl Settings {
             db_name: get("DB_NAME"),
             db_sslmode,
             db_ca_file: get("DB_CA_FILE"),
-            statement_timeout: Duration::from_millis(number(
-                &get,
-                "DB_STATEMENT_TIMEOUT_MS",
-                10_000,
-                100,
-                900_000,
-            )?),
-            migrate_statement_timeout: Duration::from_millis(number(
+            statement_timeout: millis(&get, "DB_STATEMENT_TIMEOUT_MS", 10_000, 100, 900_000)?,
+            migrate_statement_timeout: millis(
                 &get,
                 "MIGRATE_STATEMENT_TIMEOUT_MS",
                 840_000,
                 0,
                 86_400_000,
-            )?),
-            migrate_lock_timeout: Duration::from_millis(number(
-                &get,
-                "MIGRATE_LOCK_TIMEOUT_MS",
-                300_000,
-                0,
-                86_400_000,
-            )?),
+            )?,
+            migrate_lock_timeout: millis(&get, "MIGRATE_LOCK_TIMEOUT_MS", 300_000, 0, 86_400_000)?,
             pool_size: number(&get, "DB_POOL_SIZE", 2, 1, 100)?,
             pooler,
             migrate_secret_id: get("MIGRATE_SECRET_ID").map(|v| v.trim().to_owned()),
@@ -353,7 +341,7 @@ impl Settings {
             jwt_audience: get("JWT_AUDIENCE")
                 .map(|v| v.trim().to_owned())
                 .unwrap_or_else(|| "authenticated".to_owned()),
-            http_budget: Duration::from_millis(number(&get, "HTTP_BUDGET_MS", 25_000, 0, 900_000)?),
+            http_budget: millis(&get, "HTTP_BUDGET_MS", 25_000, 0, 900_000)?,
             orchestrate_lookahead_hours: number(
                 &get,
                 "ORCHESTRATE_LOOKAHEAD_HOURS",
@@ -363,49 +351,19 @@ impl Settings {
             )?,
             orchestrate_chunk_size: number(&get, "ORCHESTRATE_CHUNK_SIZE", 1000, 1, 10_000)?,
             batch_window_days: number(&get, "BATCH_WINDOW_DAYS", 7, 1, 366)?,
-            deadline_margin: Duration::from_millis(number(
-                &get,
-                "DEADLINE_MARGIN_MS",
-                2000,
-                0,
-                900_000,
-            )?),
+            deadline_margin: millis(&get, "DEADLINE_MARGIN_MS", 2000, 0, 900_000)?,
             cors_allow_origin: get("CORS_ALLOW_ORIGIN").unwrap_or_else(|| "*".to_owned()),
             event_bus_name: get("EVENT_BUS_NAME").map(|v| v.trim().to_owned()),
             eventbridge_endpoint: get("AWS_ENDPOINT_URL_EVENTBRIDGE").map(|v| v.trim().to_owned()),
             event_source: get("EVENT_SOURCE")
                 .map(|v| v.trim().to_owned())
                 .unwrap_or_else(|| "batch-processor".to_owned()),
-            publish_budget: Duration::from_millis(number(
-                &get,
-                "PUBLISH_BUDGET_MS",
-                5000,
-                0,
-                900_000,
-            )?),
-            order_publish_budget: Duration::from_millis(number(
-                &get,
-                "ORDER_PUBLISH_BUDGET_MS",
-                300,
-                0,
-                60_000,
-            )?),
-            publish_job_budget: Duration::from_millis(number(
-                &get,
-                "PUBLISH_JOB_BUDGET_MS",
-                600_000,
-                0,
-                900_000,
-            )?),
+            publish_budget: millis(&get, "PUBLISH_BUDGET_MS", 5000, 0, 900_000)?,
+            order_publish_budget: millis(&get, "ORDER_PUBLISH_BUDGET_MS", 300, 0, 60_000)?,
+            publish_job_budget: millis(&get, "PUBLISH_JOB_BUDGET_MS", 600_000, 0, 900_000)?,
             publish_concurrency: number(&get, "PUBLISH_CONCURRENCY", 8, 1, 64)?,
             publish_max_attempts: number(&get, "PUBLISH_MAX_ATTEMPTS", 10, 1, 100)?,
-            publish_call_timeout: Duration::from_millis(number(
-                &get,
-                "PUBLISH_CALL_TIMEOUT_MS",
-                5000,
-                200,
-                60_000,
-            )?),
+            publish_call_timeout: millis(&get, "PUBLISH_CALL_TIMEOUT_MS", 5000, 200, 60_000)?,
         })
     }
 }
@@ -478,6 +436,17 @@ fn boolean(get: &impl Fn(&str) -> Option<String>, key: &str) -> Result<bool, Con
             "{key} must be true or false, not {other:?}"
         ))),
     }
+}
+
+/// A number of milliseconds, as [`number`] reads it.
+fn millis(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    number(get, key, default, min, max).map(Duration::from_millis)
 }
 
 fn number<T>(
