@@ -9,7 +9,9 @@
 //!    that may need a write, checking each again under its lock; rows another
 //!    orchestrator holds are skipped and left to it, so no batch is acted on
 //!    twice. The chunks come from slabs read in `(window_closes_at, id)` order
-//!    and taken in id order (see [`act_on_may_write`] for why);
+//!    and taken in id order (see [`act_on_may_write`] for why); each batch is
+//!    looked for where its slab found it, and by id only if it moved since
+//!    (`batches::lock_candidates_at`);
 //! 3. Rust decides every row ([`crate::domain::tier::decide`]);
 //! 4. up to four apply statements (confirm, review, cancel, nearing), pipelined
 //!    on the connection so they cost about one round trip together; each finds
@@ -34,7 +36,7 @@ use crate::domain::tier::{decide, Action, Outcome};
 use crate::domain::Counts;
 use crate::error::ApiError;
 use crate::outbox::{Ask, Scope};
-use crate::store::batches::{self, CandidateRow, Cursor, Move, Scan, ScanQuery};
+use crate::store::batches::{self, CandidateRow, Cursor, Move, Scan, ScanQuery, SlabEntry};
 use crate::store::{Conn, Sql, StoreError};
 
 pub const JOB: Job = Job {
@@ -343,8 +345,8 @@ async fn act_on_may_write(
         let limit = slab_size.min(*budget);
         let slab = batches::may_write_slab(&conn.sql(), lookahead_hours, cursor, limit).await?;
         cursor = slab.last.or(cursor);
-        let last_slab = (slab.ids.len() as i64) < limit;
-        for chunk in slab.ids.chunks(chunk_size as usize) {
+        let last_slab = (slab.entries.len() as i64) < limit;
+        for chunk in slab.entries.chunks(chunk_size as usize) {
             if *budget <= 0 || ctx.deadline.reached() {
                 return Ok((CutShort::WithinSlab, cursor));
             }
@@ -525,14 +527,14 @@ impl From<StoreError> for ChunkError {
 /// `failed`.
 async fn act_chunk(
     conn: &Conn,
-    ids: &[Uuid],
+    chunk: &[SlabEntry],
     lookahead_hours: i32,
     out: &mut Results,
     nearing_now: &mut HashSet<Uuid>,
 ) -> Result<usize, ApiError> {
     let chunk = conn
         .transaction(|tx| async move {
-            let rows = batches::lock_candidates_by_id(&tx, ids, lookahead_hours).await?;
+            let rows = batches::lock_candidates_at(&tx, chunk, lookahead_hours).await?;
             let plan = Plan::of(&rows);
             match plan.apply(&tx).await {
                 Ok(applied) => Ok((rows, plan, applied)),

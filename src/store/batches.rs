@@ -6,7 +6,7 @@
 //! one statement built from data-modifying CTEs, so a chunk of any size costs
 //! the same few round trips.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -182,15 +182,23 @@ pub async fn candidates(client: &Sql<'_>, q: &ScanQuery) -> Result<Vec<Candidate
 /// A slab of candidates that may need a write, read by [`may_write_slab`].
 #[derive(Debug)]
 pub struct Slab {
-    /// The slab's batch ids, sorted by id.
-    pub ids: Vec<Uuid>,
+    /// The slab's batches, sorted by id, each with where its row lay when
+    /// the slab was read ([`lock_candidates_at`] looks there first).
+    pub entries: Vec<SlabEntry>,
     /// Where the slab ends in keyset order: the next slab starts after it.
     pub last: Option<Cursor>,
 }
 
+/// One batch of a slab: its id, and where its row lay when the slab was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlabEntry {
+    pub id: Uuid,
+    pub loc: Tid,
+}
+
 /// The next slab: up to `limit` candidates that may need a write after
 /// `after`, in keyset order, unlocked. Orchestrate then takes it a chunk at a
-/// time in id order with [`lock_candidates_by_id`], which checks each row
+/// time in id order with [`lock_candidates_at`], which checks each row
 /// again under its lock.
 pub async fn may_write_slab(
     client: &Sql<'_>,
@@ -199,7 +207,7 @@ pub async fn may_write_slab(
     limit: i64,
 ) -> Result<Slab, StoreError> {
     let sql = format!(
-        "SELECT b.window_closes_at, b.id
+        "SELECT b.window_closes_at, b.id, b.ctid::text
            FROM production_batches b
           WHERE {IS_CANDIDATE} AND {after} AND {MAY_WRITE}
           ORDER BY b.window_closes_at, b.id
@@ -208,30 +216,86 @@ pub async fn may_write_slab(
     );
     let keyset = Keyset::new(lookahead_hours, after);
     let (sql, params) = keyset.bind(&sql, &[("limit", &limit, Type::INT8)])?;
-    // Folded as the rows arrive: a slab of 100,000 keys is 1.6 MB of ids,
-    // where the rows themselves would be ten times that.
-    let empty = Slab {
-        ids: Vec::new(),
+    // Folded as the rows arrive: a slab of 100,000 keys is 2.2 MB of ids and
+    // locations, where the rows themselves would be ten times that.
+    let empty = Ok(Slab {
+        entries: Vec::new(),
         last: None,
-    };
-    let mut slab = client
-        .fold(&sql, &params, empty, |slab, r| {
+    });
+    let slab = client
+        .fold(&sql, &params, empty, |acc, r| {
+            let Ok(slab) = acc else { return };
             let key = Cursor {
                 window_closes_at: r.get(0),
                 id: r.get(1),
             };
-            slab.ids.push(key.id);
+            let Some(loc) = Tid::parse(r.get(2)) else {
+                *acc = Err(StoreError::Unexpected("a ctid that does not parse"));
+                return;
+            };
+            slab.entries.push(SlabEntry { id: key.id, loc });
             slab.last = Some(key);
         })
         .await?;
-    slab.ids.sort_unstable();
+    let mut slab = slab?;
+    slab.entries.sort_unstable_by_key(|e| e.id);
     Ok(slab)
 }
 
+/// A chunk of a slab ([`may_write_slab`]), locked (`SKIP LOCKED`) and checked
+/// again, in keyset order: the candidates among its batches that may still
+/// need a write. A row another orchestrator holds, or that stopped being a
+/// candidate since the slab was read, is left out.
+///
+/// Each row is looked for first where the slab found it (a TID scan, the id
+/// checked too): no descent of the batches' key, and no pruning of the heap
+/// page on the way, which an index fetch does and which, repeated by every
+/// chunk that touches a page, was a measurable part of a million-batch run
+/// (BENCHMARKS.md). A row that is not there any more (updated since the slab
+/// was read, by a buyer's order say) is looked for again by id, in a second
+/// statement that runs only when some are missing; rows the first statement
+/// skipped as locked or no longer candidates are among them and are left out
+/// again, so the result is what [`lock_candidates_by_id`] gives.
+pub async fn lock_candidates_at(
+    client: &Sql<'_>,
+    chunk: &[SlabEntry],
+    lookahead_hours: i32,
+) -> Result<Vec<CandidateRow>, StoreError> {
+    let sql = format!(
+        "SELECT {CANDIDATE_COLUMNS}, b.ctid::text
+           FROM unnest(:locs::text[]::tid[], :ids::uuid[]) AS i(loc, id)
+           JOIN production_batches b ON b.ctid = i.loc AND b.id = i.id
+          WHERE {IS_CANDIDATE} AND {MAY_WRITE}
+          ORDER BY b.window_closes_at, b.id
+          FOR UPDATE OF b SKIP LOCKED"
+    );
+    let locs: Vec<String> = chunk.iter().map(|e| e.loc.to_string()).collect();
+    let ids: Vec<Uuid> = chunk.iter().map(|e| e.id).collect();
+    let (sql, params) = named(
+        &sql,
+        &[
+            ("confirm_at", &CONFIRM_AT, Type::INT8),
+            ("nearing_at", &NEARING_AT, Type::INT8),
+            ("lookahead_hours", &lookahead_hours, Type::INT4),
+            ("locs", &locs, Type::TEXT_ARRAY),
+            ("ids", &ids, Type::UUID_ARRAY),
+        ],
+    )?;
+    let mut rows = locked_rows(&client.query(&sql, &params).await?)?;
+    if rows.len() < chunk.len() {
+        let found: HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
+        let missing: Vec<Uuid> = ids.into_iter().filter(|id| !found.contains(id)).collect();
+        rows.extend(lock_candidates_by_id(client, &missing, lookahead_hours).await?);
+        rows.sort_unstable_by_key(|r| (r.window_closes_at, r.id));
+    }
+    Ok(rows)
+}
+
 /// The candidates among `ids` that may still need a write, locked
-/// (`SKIP LOCKED`), in keyset order: a chunk of a slab ([`may_write_slab`]),
-/// or a chunk taken again after its writes failed, to find the batch that
-/// failed them. A row another orchestrator holds, or that stopped being a
+/// (`SKIP LOCKED`), in keyset order, found by key: the batches of a chunk
+/// that were not where the slab found them ([`lock_candidates_at`]), or a
+/// chunk taken again after its writes failed, to find the batch that failed
+/// them. A row another orchestrator holds, or that stopped being a
 /// candidate since the slab was read, is left out.
 pub async fn lock_candidates_by_id(
     client: &Sql<'_>,
@@ -255,7 +319,11 @@ pub async fn lock_candidates_by_id(
             ("ids", &ids, Type::UUID_ARRAY),
         ],
     )?;
-    let rows = client.query(&sql, &params).await?;
+    locked_rows(&client.query(&sql, &params).await?)
+}
+
+/// Candidate rows read under their lock, each with where it lies (column 6).
+fn locked_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<CandidateRow>, StoreError> {
     rows.iter()
         .map(|r| {
             let loc =

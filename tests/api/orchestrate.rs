@@ -690,6 +690,44 @@ async fn large_runs_list_the_first_results_and_count_them_all() {
     assert_eq!(small["summary"]["cancelled"], 0);
 }
 
+/// A chunk looks for its batches where its slab found them; a batch updated
+/// in between (here by a trigger on the first batch's confirmation; in life by
+/// a buyer's order) is no longer there, and must be found by id instead, not
+/// left out of the run.
+#[tokio::test]
+async fn a_batch_updated_after_its_slab_was_read_is_still_taken() {
+    let t = TestApp::spawn_with(&[("ORCHESTRATE_CHUNK_SIZE", "1")]).await;
+    let first = t.batch(160, 200, -HOUR).await; // 80 %
+    let second = t.batch(170, 200, HOUR).await; // 85 %, window open
+    t.db.batch_execute(
+        "CREATE FUNCTION touch_others() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             UPDATE production_batches SET updated_at = updated_at
+              WHERE batch_status = 'filling' AND id <> NEW.batch_id;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER touch_others AFTER INSERT ON batch_events
+             FOR EACH ROW WHEN (NEW.event_type = 'batch.confirmed') EXECUTE FUNCTION touch_others();",
+    )
+    .await
+    .unwrap();
+
+    let resp = t.orchestrate(json!({})).await;
+    let results = by_batch(&resp);
+    assert_eq!(results[&first]["action"], "confirmed", "{resp}");
+    assert_eq!(results[&second]["action"], "confirmed", "{resp}");
+    assert_eq!(resp["evaluated"], 2);
+    assert_eq!(resp["hasMore"], false);
+    assert_eq!(t.status_of(first).await, "confirmed");
+    assert_eq!(t.status_of(second).await, "confirmed");
+    assert_eq!(t.count("SELECT count(*) FROM supplier_orders").await, 2);
+    assert_eq!(
+        t.count("SELECT count(*) FROM batch_events WHERE event_type = 'batch.confirmed'")
+            .await,
+        2
+    );
+}
+
 /// The apply statements find a chunk's batches where its lock found them
 /// (their `ctid`), not by key. A batch that something else in the chunk's own
 /// transaction moved in between — here a trigger that touches the batch to
