@@ -517,7 +517,7 @@ impl From<StoreError> for ChunkError {
     }
 }
 
-/// Locks, decides and applies one chunk (`ids`, part of a slab) in one
+/// Locks, decides and applies one chunk (part of a slab) in one
 /// transaction; returns how many of them were still candidates to take.
 ///
 /// When the chunk's writes fail for a reason in the data (a constraint,
