@@ -132,6 +132,40 @@ async fn admin(sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// Shared-buffer accesses (`blks_hit + blks_read` in `pg_stat_database`) made
+/// in `db` so far: the work a contender asked of Postgres' buffer manager,
+/// which, unlike its wall time, does not move with the load on the machine.
+/// Read from another database, once every backend of `db` has exited and
+/// flushed its counts (they flush on exit): the figure is read until two
+/// readings 300 ms apart agree.
+async fn buffer_accesses(db: &str) -> i64 {
+    let c = connect(&url_for("postgres")).await;
+    let read = || async {
+        c.query_one(
+            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = $1),
+                    COALESCE((SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = $1), 0)",
+            &[&db],
+        )
+        .await
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+        .expect("pg_stat_database")
+    };
+    let mut last = read().await;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A fresh snapshot of the cumulative statistics for each reading.
+        c.batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await
+            .expect("clear snapshot");
+        let now = read().await;
+        if now.0 == 0 && now == last {
+            break;
+        }
+        last = now;
+    }
+    last.1
+}
+
 fn app_for(db: &str, extra: &[(&str, &str)]) -> App {
     let url = url_for(db);
     let mut map: std::collections::HashMap<String, String> =
@@ -711,6 +745,8 @@ struct Round {
     processed: u64,
     /// 1-minute load average as the project's and the floor's runs started.
     loads: (String, String),
+    /// Shared-buffer accesses of the project's and the floor's runs.
+    buffers: (i64, i64),
     chunks: ChunkCosts,
     digests: Vec<String>,
 }
@@ -858,6 +894,11 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
         );
         let (t_project, rss_kib, answer, project_load) = project_run;
         assert_eq!(answer["hasMore"], false);
+        // Before the digests below, which read both databases.
+        let buffers = (
+            buffer_accesses(&db_project).await,
+            buffer_accesses(&db_floor).await,
+        );
         let project_rows = written(&db_project, true).await;
         let floor_rows = written(&db_floor, true).await;
         for (p, f) in project_rows.iter().zip(&floor_rows) {
@@ -869,6 +910,7 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
             rss_kib,
             processed: answer["processed"].as_u64().unwrap_or(0),
             loads: (project_load, floor_load),
+            buffers,
             chunks: chunk_costs(&db_project).await,
             digests: project_rows.iter().map(|(k, _)| k.clone()).collect(),
         });
@@ -938,6 +980,22 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
             .iter()
             .map(|x| format!(" {x} |"))
             .collect::<String>()
+    ));
+    let mut buffer_ratios: Vec<f64> = runs
+        .iter()
+        .map(|x| x.buffers.0 as f64 / x.buffers.1.max(1) as f64)
+        .collect();
+    buffer_ratios.sort_by(f64::total_cmp);
+    r.push_str(&format!(
+        "| shared-buffer accesses, project / floor (`pg_stat_database`, millions) |{} median **{:.2}×** | |\n",
+        runs.iter()
+            .map(|x| format!(
+                " {:.2} / {:.2} |",
+                x.buffers.0 as f64 / 1e6,
+                x.buffers.1 as f64 / 1e6
+            ))
+            .collect::<String>(),
+        buffer_ratios[buffer_ratios.len() / 2]
     ));
     if let Some(t) = t_original {
         r.push_str(&format!(
