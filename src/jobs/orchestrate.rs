@@ -310,8 +310,8 @@ enum CutShort {
 
 /// A slab is this many chunks (100,000 batches at the default chunk size)...
 pub const SLAB_CHUNKS: i64 = 100;
-/// ...and at most this many batches: its ids (16 bytes each) are all the
-/// memory it costs, whatever N.
+/// ...and at most this many batches: its ids and locations (24 bytes each)
+/// are all the memory it costs, whatever N.
 pub const MAX_SLAB: i64 = 100_000;
 
 /// Pass 1 of a real run. Candidates that may write are read a slab at a time

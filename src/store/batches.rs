@@ -216,7 +216,7 @@ pub async fn may_write_slab(
     );
     let keyset = Keyset::new(lookahead_hours, after);
     let (sql, params) = keyset.bind(&sql, &[("limit", &limit, Type::INT8)])?;
-    // Folded as the rows arrive: a slab of 100,000 keys is 2.2 MB of ids and
+    // Folded as the rows arrive: a slab of 100,000 keys is 2.4 MB of ids and
     // locations, where the rows themselves would be ten times that.
     let empty = Ok(Slab {
         entries: Vec::new(),
