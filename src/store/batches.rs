@@ -261,27 +261,20 @@ pub async fn lock_candidates_at(
     chunk: &[SlabEntry],
     lookahead_hours: i32,
 ) -> Result<Vec<CandidateRow>, StoreError> {
-    let sql = format!(
-        "SELECT {CANDIDATE_COLUMNS}, b.ctid::text
-           FROM unnest(:locs::text[]::tid[], :ids::uuid[]) AS i(loc, id)
-           JOIN production_batches b ON b.ctid = i.loc AND b.id = i.id
-          WHERE {IS_CANDIDATE} AND {MAY_WRITE}
-          ORDER BY b.window_closes_at, b.id
-          FOR UPDATE OF b SKIP LOCKED"
-    );
     let locs: Vec<String> = chunk.iter().map(|e| e.loc.to_string()).collect();
     let ids: Vec<Uuid> = chunk.iter().map(|e| e.id).collect();
-    let (sql, params) = named(
-        &sql,
+    let mut rows = lock_found(
+        client,
+        "FROM unnest(:locs::text[]::tid[], :ids::uuid[]) AS i(loc, id)
+           JOIN production_batches b ON b.ctid = i.loc
+          WHERE b.id = i.id",
+        lookahead_hours,
         &[
-            ("confirm_at", &CONFIRM_AT, Type::INT8),
-            ("nearing_at", &NEARING_AT, Type::INT8),
-            ("lookahead_hours", &lookahead_hours, Type::INT4),
             ("locs", &locs, Type::TEXT_ARRAY),
             ("ids", &ids, Type::UUID_ARRAY),
         ],
-    )?;
-    let mut rows = locked_rows(&client.query(&sql, &params).await?)?;
+    )
+    .await?;
     if rows.len() < chunk.len() {
         let found: HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
         let missing: Vec<Uuid> = ids.into_iter().filter(|id| !found.contains(id)).collect();
@@ -302,28 +295,40 @@ pub async fn lock_candidates_by_id(
     ids: &[Uuid],
     lookahead_hours: i32,
 ) -> Result<Vec<CandidateRow>, StoreError> {
+    let ids = ids.to_vec();
+    lock_found(
+        client,
+        "FROM production_batches b WHERE b.id = ANY(:ids::uuid[])",
+        lookahead_hours,
+        &[("ids", &ids, Type::UUID_ARRAY)],
+    )
+    .await
+}
+
+/// The one lock statement of both ways to find a chunk's batches: the rows
+/// `find` (a `FROM … WHERE …` naming the batches `b`, its parameters in
+/// `more`) yields that are still candidates that may need a write, in keyset
+/// order, locked (`SKIP LOCKED`), each with where it lies.
+async fn lock_found(
+    client: &Sql<'_>,
+    find: &str,
+    lookahead_hours: i32,
+    more: &[(&str, &(dyn ToSql + Sync), Type)],
+) -> Result<Vec<CandidateRow>, StoreError> {
     let sql = format!(
         "SELECT {CANDIDATE_COLUMNS}, b.ctid::text
-           FROM production_batches b
-          WHERE b.id = ANY(:ids::uuid[]) AND {IS_CANDIDATE} AND {MAY_WRITE}
+           {find} AND {IS_CANDIDATE} AND {MAY_WRITE}
           ORDER BY b.window_closes_at, b.id
           FOR UPDATE OF b SKIP LOCKED"
     );
-    let ids = ids.to_vec();
-    let (sql, params) = named(
-        &sql,
-        &[
-            ("confirm_at", &CONFIRM_AT, Type::INT8),
-            ("nearing_at", &NEARING_AT, Type::INT8),
-            ("lookahead_hours", &lookahead_hours, Type::INT4),
-            ("ids", &ids, Type::UUID_ARRAY),
-        ],
-    )?;
-    locked_rows(&client.query(&sql, &params).await?)
-}
-
-/// Candidate rows read under their lock, each with where it lies (column 6).
-fn locked_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<CandidateRow>, StoreError> {
+    let mut list: Vec<(&str, &(dyn ToSql + Sync), Type)> = vec![
+        ("confirm_at", &CONFIRM_AT, Type::INT8),
+        ("nearing_at", &NEARING_AT, Type::INT8),
+        ("lookahead_hours", &lookahead_hours, Type::INT4),
+    ];
+    list.extend(more.iter().cloned());
+    let (sql, params) = named(&sql, &list)?;
+    let rows = client.query(&sql, &params).await?;
     rows.iter()
         .map(|r| {
             let loc =
