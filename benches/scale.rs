@@ -6,8 +6,9 @@
 //!     make bench                          # N = 100,000
 //!     make bench BENCH_ARGS="--batches 1000000 --skip-original --orders 200"
 //!
-//! Options: `--rounds N` (default 2: project and floor each N times on fresh
-//! copies, order alternating; each contender's best round is compared),
+//! Options: `--rounds N` (default 2: the project — on its default two
+//! connections, and on one — and the floor each N times on fresh copies,
+//! order alternating; each contender's best round is compared),
 //! `--db-prefix NAME` (the databases' names; default `bp_bench`),
 //! `--orders-only`, `--report FILE`.
 //!
@@ -301,8 +302,29 @@ fn project(db: &str, bus: Option<&str>) -> (Duration, i64, Value) {
     job(db, bus, r#"{"jobType": "orchestrate"}"#)
 }
 
+/// The project with its chunks on one connection (`ORCHESTRATE_CONNECTIONS=1`):
+/// the same work as [`project`], done one chunk after another.
+fn project_one_connection(db: &str) -> (Duration, i64, Value) {
+    job_with(
+        db,
+        None,
+        r#"{"jobType": "orchestrate"}"#,
+        &[("ORCHESTRATE_CONNECTIONS", "1")],
+    )
+}
+
 fn job(db: &str, bus: Option<&str>, request: &str) -> (Duration, i64, Value) {
+    job_with(db, bus, request, &[])
+}
+
+fn job_with(
+    db: &str,
+    bus: Option<&str>,
+    request: &str,
+    env: &[(&str, &str)],
+) -> (Duration, i64, Value) {
     let mut cmd = Command::new(BINARY);
+    cmd.envs(env.iter().copied());
     cmd.arg("invoke")
         .arg("-")
         .env("DATABASE_URL", url_for(db))
@@ -737,17 +759,22 @@ async fn delivery_section(source: &str, prefix: &str, n: i64, t_off: Duration, r
     admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
 }
 
-/// One round: the project and the floor, each on its own fresh copy.
+/// One round: the project (on its default two connections, and on one) and
+/// the floor, each on its own fresh copy.
 struct Round {
     t_project: Duration,
+    /// The project with `ORCHESTRATE_CONNECTIONS=1`.
+    t_single: Duration,
     t_floor: Duration,
     rss_kib: i64,
     processed: u64,
     /// 1-minute load average as the project's and the floor's runs started.
     loads: (String, String),
-    /// Shared-buffer accesses of the project's and the floor's runs.
-    buffers: (i64, i64),
+    /// Shared-buffer accesses of the project's, the one-connection project's
+    /// and the floor's runs.
+    buffers: (i64, i64, i64),
     chunks: ChunkCosts,
+    chunks_single: ChunkCosts,
     digests: Vec<String>,
 }
 
@@ -867,6 +894,13 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
     for round in 0..a.rounds {
         let db_project = copy_of(&source, &format!("{p}_project_{n}_{round}")).await;
         let db_floor = copy_of(&source, &format!("{p}_floor_{n}_{round}")).await;
+        let db_single = copy_of(&source, &format!("{p}_single_{n}_{round}")).await;
+        let run_single = || {
+            let (t, _, answer) = project_one_connection(&db_single);
+            eprintln!("round {}: project on one connection {}", round + 1, secs(t));
+            assert_eq!(answer["hasMore"], false);
+            t
+        };
         let run_project = || {
             let load = loadavg();
             let (t, rss, answer) = project(&db_project, None);
@@ -878,14 +912,16 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
             );
             (t, rss, answer, load)
         };
-        let (project_run, (t_floor, floor_load)) = if round % 2 == 0 {
+        let (project_run, t_single, (t_floor, floor_load)) = if round % 2 == 0 {
             let pr = run_project();
+            let single = run_single();
             let load = loadavg();
-            (pr, (floor(&db_floor).await, load))
+            (pr, single, (floor(&db_floor).await, load))
         } else {
             let load = loadavg();
             let f = floor(&db_floor).await;
-            (run_project(), (f, load))
+            let single = run_single();
+            (run_project(), single, (f, load))
         };
         eprintln!(
             "round {}: floor {} (load {floor_load})",
@@ -897,12 +933,19 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
         // Before the digests below, which read both databases.
         let buffers = (
             buffer_accesses(&db_project).await,
+            buffer_accesses(&db_single).await,
             buffer_accesses(&db_floor).await,
         );
         let project_rows = written(&db_project, true).await;
+        let single_rows = written(&db_single, true).await;
         let floor_rows = written(&db_floor, true).await;
-        for (p, f) in project_rows.iter().zip(&floor_rows) {
+        for ((p, o), f) in project_rows.iter().zip(&single_rows).zip(&floor_rows) {
             assert_eq!(p, f, "the project and the floor wrote different {}", p.0);
+            assert_eq!(
+                o, f,
+                "the project on one connection and the floor wrote different {}",
+                o.0
+            );
         }
         runs.push(Round {
             t_project,
@@ -912,9 +955,12 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
             loads: (project_load, floor_load),
             buffers,
             chunks: chunk_costs(&db_project).await,
+            chunks_single: chunk_costs(&db_single).await,
+            t_single,
             digests: project_rows.iter().map(|(k, _)| k.clone()).collect(),
         });
         admin(&format!("DROP DATABASE IF EXISTS {db_floor} WITH (FORCE)")).await;
+        admin(&format!("DROP DATABASE IF EXISTS {db_single} WITH (FORCE)")).await;
         if round + 1 < a.rounds {
             admin(&format!(
                 "DROP DATABASE IF EXISTS {db_project} WITH (FORCE)"
@@ -925,6 +971,7 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
     let db_project = format!("{p}_project_{n}_{}", a.rounds - 1);
     let t_project = runs.iter().map(|x| x.t_project).min().expect("a round");
     let t_floor = runs.iter().map(|x| x.t_floor).min().expect("a round");
+    let t_single = runs.iter().map(|x| x.t_single).min().expect("a round");
     let rss_kib = runs.iter().map(|x| x.rss_kib).max().unwrap_or(0);
     let t_original = if a.skip_original {
         None
@@ -941,7 +988,7 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
     };
 
     r.push_str(&format!(
-        "{candidates} candidates, {} reported; same batch statuses in all contenders, same rows written by the project and the floor in every round ({}).\n\n",
+        "{candidates} candidates, {} reported; same batch statuses in all contenders, same rows written by the project (on two connections and on one) and the floor in every round ({}).\n\n",
         runs[0].processed,
         runs[0].digests.join(", ")
     ));
@@ -960,10 +1007,16 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
         secs(t_floor)
     ));
     r.push_str(&format!(
-        "| **the project** (one invocation, release binary) |{} {} | **{:.2}×** |\n",
+        "| **the project** (one invocation, release binary; chunks on two connections, the default) |{} {} | **{:.2}×** |\n",
         cells(&|x| x.t_project),
         secs(t_project),
         ratio(t_project)
+    ));
+    r.push_str(&format!(
+        "| the project on one connection (`ORCHESTRATE_CONNECTIONS=1`) |{} {} | {:.2}× |\n",
+        cells(&|x| x.t_single),
+        secs(t_single),
+        ratio(t_single)
     ));
     let per_round: Vec<String> = runs
         .iter()
@@ -981,21 +1034,37 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
             .map(|x| format!(" {x} |"))
             .collect::<String>()
     ));
-    let mut buffer_ratios: Vec<f64> = runs
-        .iter()
-        .map(|x| x.buffers.0 as f64 / x.buffers.1.max(1) as f64)
-        .collect();
-    buffer_ratios.sort_by(f64::total_cmp);
     r.push_str(&format!(
-        "| shared-buffer accesses, project / floor (`pg_stat_database`, millions) |{} median **{:.2}×** | |\n",
+        "| one connection / floor in the same round |{} | |\n",
         runs.iter()
             .map(|x| format!(
-                " {:.2} / {:.2} |",
+                " {:.2}× |",
+                x.t_single.as_secs_f64() / x.t_floor.as_secs_f64()
+            ))
+            .collect::<String>()
+    ));
+    // The work done, whatever the machine's load and however many
+    // connections did it: the time's gain from two connections is not less work.
+    let median = |f: &dyn Fn(&Round) -> i64| {
+        let mut v: Vec<f64> = runs
+            .iter()
+            .map(|x| f(x) as f64 / x.buffers.2.max(1) as f64)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    r.push_str(&format!(
+        "| shared-buffer accesses, project / one connection / floor (`pg_stat_database`, millions) |{} median **{:.2}×** / {:.2}× | |\n",
+        runs.iter()
+            .map(|x| format!(
+                " {:.2} / {:.2} / {:.2} |",
                 x.buffers.0 as f64 / 1e6,
-                x.buffers.1 as f64 / 1e6
+                x.buffers.1 as f64 / 1e6,
+                x.buffers.2 as f64 / 1e6
             ))
             .collect::<String>(),
-        buffer_ratios[buffer_ratios.len() / 2]
+        median(&|x| x.buffers.0),
+        median(&|x| x.buffers.1)
     ));
     if let Some(t) = t_original {
         r.push_str(&format!(
@@ -1015,7 +1084,16 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
         loads.join("; ")
     ));
     for (k, x) in runs.iter().enumerate() {
-        r.push_str(&format!("Round {}: {}\n", k + 1, x.chunks.describe()));
+        r.push_str(&format!(
+            "Round {}, two connections (the time between chunk starts): {}\n",
+            k + 1,
+            x.chunks.describe()
+        ));
+        r.push_str(&format!(
+            "Round {}, one connection: {}\n",
+            k + 1,
+            x.chunks_single.describe()
+        ));
     }
     r.push_str(&format!(
         "\nProject peak RSS: {:.1} MiB.\n",

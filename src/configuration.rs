@@ -99,6 +99,9 @@ pub struct Settings {
     pub http_budget: Duration,
     pub orchestrate_lookahead_hours: i32,
     pub orchestrate_chunk_size: i64,
+    /// `ORCHESTRATE_CONNECTIONS`: how many chunks an orchestrate run works on
+    /// at once, each on its own connection (at most `DB_POOL_SIZE`).
+    pub orchestrate_connections: usize,
     pub batch_window_days: i32,
     pub deadline_margin: Duration,
     pub cors_allow_origin: String,
@@ -350,6 +353,7 @@ impl Settings {
                 24 * 366,
             )?,
             orchestrate_chunk_size: number(&get, "ORCHESTRATE_CHUNK_SIZE", 1000, 1, 10_000)?,
+            orchestrate_connections: number(&get, "ORCHESTRATE_CONNECTIONS", 2, 1, 8)?,
             batch_window_days: number(&get, "BATCH_WINDOW_DAYS", 7, 1, 366)?,
             deadline_margin: millis(&get, "DEADLINE_MARGIN_MS", 2000, 0, 900_000)?,
             cors_allow_origin: get("CORS_ALLOW_ORIGIN").unwrap_or_else(|| "*".to_owned()),
@@ -491,6 +495,8 @@ mod tests {
         assert_eq!(s.publish_max_attempts, 10);
         assert_eq!(s.publish_call_timeout, Duration::from_millis(5000));
         assert_eq!(s.orchestrate_lookahead_hours, 24);
+        assert_eq!(s.orchestrate_chunk_size, 1000);
+        assert_eq!(s.orchestrate_connections, 2);
         assert_eq!(s.batch_window_days, 7);
         assert_eq!(s.deadline_margin, Duration::from_millis(2000));
         assert_eq!(s.cors_allow_origin, "*");
@@ -593,6 +599,8 @@ mod tests {
             ("DB_POOL_SIZE", "0"),
             ("DB_POOL_SIZE", "two"),
             ("ORCHESTRATE_LOOKAHEAD_HOURS", "-1"),
+            ("ORCHESTRATE_CONNECTIONS", "0"),
+            ("ORCHESTRATE_CONNECTIONS", "9"),
             ("AUTH_MODE", "off"),
             ("DB_POOLER", "statement"),
             ("DB_SSLMODE", "verify-ca"),

@@ -36,6 +36,29 @@ impl Counts {
         *slot += 1;
         self.orders_cancelled += orders_cancelled;
     }
+
+    /// Adds counts made apart (a run's chunks on another connection).
+    /// Destructured: a new count does not compile until it is added here.
+    pub fn add(&mut self, other: &Counts) {
+        let Counts {
+            confirmed,
+            needs_review,
+            cancelled,
+            nearing_target,
+            skipped,
+            failed,
+            orders_cancelled,
+            orders_placed,
+        } = *other;
+        self.confirmed += confirmed;
+        self.needs_review += needs_review;
+        self.cancelled += cancelled;
+        self.nearing_target += nearing_target;
+        self.skipped += skipped;
+        self.failed += failed;
+        self.orders_cancelled += orders_cancelled;
+        self.orders_placed += orders_placed;
+    }
 }
 
 /// What delivering the outbox did in one invocation (behaviour §10), for the
@@ -105,5 +128,46 @@ mod tests {
                                "nearingTarget": 1, "skipped": 1, "failed": 1, "ordersCancelled": 4}),
             "the summary keeps its wire names and has no ordersPlaced"
         );
+    }
+
+    #[test]
+    fn counts_made_apart_add_up_field_by_field() {
+        let a = Counts {
+            confirmed: 1,
+            needs_review: 2,
+            cancelled: 3,
+            nearing_target: 4,
+            skipped: 5,
+            failed: 6,
+            orders_cancelled: 7,
+            orders_placed: 8,
+        };
+        let b = Counts {
+            confirmed: 10,
+            needs_review: 20,
+            cancelled: 30,
+            nearing_target: 40,
+            skipped: 50,
+            failed: 60,
+            orders_cancelled: 70,
+            orders_placed: 80,
+        };
+        let mut sum = a;
+        sum.add(&b);
+        assert_eq!(
+            sum,
+            Counts {
+                confirmed: 11,
+                needs_review: 22,
+                cancelled: 33,
+                nearing_target: 44,
+                skipped: 55,
+                failed: 66,
+                orders_cancelled: 77,
+                orders_placed: 88,
+            }
+        );
+        sum.add(&Counts::default());
+        assert_eq!(sum.failed, 66, "adding nothing changes nothing");
     }
 }

@@ -18,14 +18,19 @@
 //!    its batches where step 2 locked them (`batches::Move::loc`);
 //! 5. `COMMIT`.
 //!
+//! Up to `ORCHESTRATE_CONNECTIONS` chunks (default 2) go at once, each on its
+//! own connection ([`act_on_may_write`]).
+//!
 //! Batches that need a write are taken first, so a small `limit` is never spent
 //! on batches that are only reported. The rest (reported or merely counted) are
 //! read afterwards without locks. A run stops starting chunks when the Lambda
 //! deadline, less `DEADLINE_MARGIN_MS`, is reached, and says `hasMore`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use uuid::Uuid;
@@ -141,6 +146,17 @@ impl Results {
         }
     }
 
+    /// Adds the results collected apart (another connection's chunks): the
+    /// answer still lists the first ones of them all.
+    fn absorb(&mut self, other: Results) {
+        self.processed += other.processed;
+        self.summary.add(&other.summary);
+        self.kept.extend(other.kept);
+        if self.kept.len() >= 2 * MAX_LISTED_RESULTS {
+            self.keep_first();
+        }
+    }
+
     fn keep_first(&mut self) {
         self.kept.sort_by_key(|r| r.order_key);
         self.kept.truncate(MAX_LISTED_RESULTS);
@@ -231,25 +247,13 @@ pub async fn run(
     let lookahead_hours = ctx.settings.orchestrate_lookahead_hours;
     let mut budget = req.limit.unwrap_or(i64::MAX);
     let conn = ctx.db.get().await?;
-    let mut results = Results::default();
-    let mut evaluated: u64 = 0;
+    let mut tally = Tally::default();
 
     // Pass 1: batches that may need a write, locked, a chunk per transaction.
-    // A batch told it is nearing its target stays `filling`; remember it so the
-    // second pass does not report it twice.
-    let mut nearing_now: HashSet<Uuid> = HashSet::new();
     let (cut_short, cursor) = if req.dry_run {
-        preview_may_write(&conn, ctx, &mut budget, &mut evaluated, &mut results).await?
+        preview_may_write(&conn, ctx, &mut budget, &mut tally).await?
     } else {
-        act_on_may_write(
-            &conn,
-            ctx,
-            &mut budget,
-            &mut evaluated,
-            &mut results,
-            &mut nearing_now,
-        )
-        .await?
+        act_on_may_write(&conn, ctx, &mut budget, &mut tally).await?
     };
     let mut has_more = match cut_short {
         CutShort::No => false,
@@ -271,7 +275,7 @@ pub async fn run(
             let rows = batches::candidates(&conn.sql(), &query).await?;
             let mut taken = 0;
             for row in &rows {
-                if nearing_now.contains(&row.id) {
+                if tally.nearing_now.contains(&row.id) {
                     continue;
                 }
                 taken += 1;
@@ -284,10 +288,10 @@ pub async fn run(
                     continue;
                 }
                 if let Some(r) = BatchResult::of(row.id, row.window_closes_at, &action) {
-                    results.push(r);
+                    tally.results.push(r);
                 }
             }
-            evaluated += taken;
+            tally.evaluated += taken;
             budget -= taken as i64;
             cursor = rows.last().map(CandidateRow::cursor).or(cursor);
             if (rows.len() as i64) < query.limit {
@@ -296,7 +300,28 @@ pub async fn run(
         }
     }
 
-    Ok(results.into_response(evaluated, has_more, req.dry_run))
+    Ok(tally
+        .results
+        .into_response(tally.evaluated, has_more, req.dry_run))
+}
+
+/// What a run's chunks added up to, on one connection or gathered from all.
+#[derive(Default)]
+struct Tally {
+    results: Results,
+    /// Candidates taken (and decided).
+    evaluated: u64,
+    /// Batches told they are nearing their target: they stay `filling`, and
+    /// pass 2 must not report them twice.
+    nearing_now: HashSet<Uuid>,
+}
+
+impl Tally {
+    fn absorb(&mut self, other: Tally) {
+        self.results.absorb(other.results);
+        self.evaluated += other.evaluated;
+        self.nearing_now.extend(other.nearing_now);
+    }
 }
 
 /// Where pass 1 stopped, when it stopped before the work ran out.
@@ -326,33 +351,55 @@ pub const MAX_SLAB: i64 = 100_000;
 /// In id order a chunk covers one narrow range of each of those indexes and
 /// the next chunk the range beside it. Which batches a run takes, and what it
 /// does to each, do not change; only the order within a slab does.
+///
+/// A slab's chunks are dealt to up to `ORCHESTRATE_CONNECTIONS` connections
+/// (the run's own and spare ones of the pool, [`spare_connections`]), each
+/// taking the next chunk when its last one is committed: the database works
+/// on that many chunks at once. Chunks are disjoint and each is locked in its
+/// own transaction, so this is what two orchestrators running side by side
+/// already do (behaviour §5), without their contention for the same rows.
 async fn act_on_may_write(
     conn: &Conn,
     ctx: &JobContext<'_>,
     budget: &mut i64,
-    evaluated: &mut u64,
-    results: &mut Results,
-    nearing_now: &mut HashSet<Uuid>,
+    tally: &mut Tally,
 ) -> Result<(CutShort, Option<Cursor>), ApiError> {
     let chunk_size = ctx.settings.orchestrate_chunk_size.max(1);
     let slab_size = (chunk_size * SLAB_CHUNKS).min(MAX_SLAB).max(chunk_size);
     let lookahead_hours = ctx.settings.orchestrate_lookahead_hours;
     let mut cursor: Option<Cursor> = None;
+    // Asked for once, when a slab first has more than one chunk.
+    let mut spares: Option<Vec<Conn>> = None;
     loop {
         if *budget <= 0 || ctx.deadline.reached() {
             return Ok((CutShort::Between, cursor));
         }
+        // The slab never holds more than the budget, so its chunks need no
+        // budget check of their own: together they take at most the slab.
         let limit = slab_size.min(*budget);
         let slab = batches::may_write_slab(&conn.sql(), lookahead_hours, cursor, limit).await?;
         cursor = slab.last.or(cursor);
         let last_slab = (slab.entries.len() as i64) < limit;
-        for chunk in slab.entries.chunks(chunk_size as usize) {
-            if *budget <= 0 || ctx.deadline.reached() {
-                return Ok((CutShort::WithinSlab, cursor));
+        let deal = Deal::new(slab.entries.chunks(chunk_size as usize).collect());
+        if deal.chunks.len() > 1 && spares.is_none() {
+            spares = Some(spare_connections(ctx).await);
+        }
+        let conns = std::iter::once(conn).chain(spares.iter().flatten());
+        let shares = join_all(conns.map(|c| share(c, &deal, ctx, lookahead_hours))).await;
+        let before = tally.evaluated;
+        let mut failure = None;
+        for share in shares {
+            match share {
+                Ok(t) => tally.absorb(t),
+                Err(e) => failure = failure.or(Some(e)),
             }
-            let taken = act_chunk(conn, chunk, lookahead_hours, results, nearing_now).await?;
-            *evaluated += taken as u64;
-            *budget -= taken as i64;
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        *budget -= (tally.evaluated - before) as i64;
+        if deal.cut_short.load(Ordering::Relaxed) {
+            return Ok((CutShort::WithinSlab, cursor));
         }
         if last_slab {
             return Ok((CutShort::No, cursor));
@@ -360,13 +407,87 @@ async fn act_on_may_write(
     }
 }
 
+/// Up to `ORCHESTRATE_CONNECTIONS` - 1 more connections for a run, as many as
+/// the pool has free now (`DB_POOL_SIZE` bounds it; none is waited for).
+async fn spare_connections(ctx: &JobContext<'_>) -> Vec<Conn> {
+    let wanted = ctx
+        .settings
+        .orchestrate_connections
+        .min(ctx.settings.pool_size)
+        .saturating_sub(1);
+    let mut spares = Vec::with_capacity(wanted);
+    while spares.len() < wanted {
+        match ctx.db.spare().await {
+            Some(c) => spares.push(c),
+            None => break,
+        }
+    }
+    spares
+}
+
+/// A slab's chunks, dealt one at a time, in order, to whichever connection
+/// is free.
+struct Deal<'s> {
+    chunks: Vec<&'s [SlabEntry]>,
+    next: AtomicUsize,
+    /// A connection's chunk failed: no more are dealt.
+    stopped: AtomicBool,
+    /// The deadline came with chunks left undealt.
+    cut_short: AtomicBool,
+}
+
+impl<'s> Deal<'s> {
+    fn new(chunks: Vec<&'s [SlabEntry]>) -> Self {
+        Deal {
+            chunks,
+            next: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
+            cut_short: AtomicBool::new(false),
+        }
+    }
+
+    /// The next chunk, unless they are all dealt, one failed, or the
+    /// deadline is `reached`.
+    fn next(&self, reached: bool) -> Option<&'s [SlabEntry]> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return None;
+        }
+        if reached {
+            if self.next.load(Ordering::Relaxed) < self.chunks.len() {
+                self.cut_short.store(true, Ordering::Relaxed);
+            }
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.chunks.get(i).copied()
+    }
+}
+
+/// One connection's part of a slab: chunks taken from `deal` until none is
+/// left. On an error no further chunk is dealt to anyone; the chunks other
+/// connections are working on finish (each is its own transaction).
+async fn share(
+    conn: &Conn,
+    deal: &Deal<'_>,
+    ctx: &JobContext<'_>,
+    lookahead_hours: i32,
+) -> Result<Tally, ApiError> {
+    let mut tally = Tally::default();
+    while let Some(chunk) = deal.next(ctx.deadline.reached()) {
+        if let Err(e) = act_chunk(conn, chunk, lookahead_hours, &mut tally).await {
+            deal.stopped.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+    }
+    Ok(tally)
+}
+
 /// Pass 1 of a dry run: the same candidates, in window order, no locks.
 async fn preview_may_write(
     conn: &Conn,
     ctx: &JobContext<'_>,
     budget: &mut i64,
-    evaluated: &mut u64,
-    results: &mut Results,
+    tally: &mut Tally,
 ) -> Result<(CutShort, Option<Cursor>), ApiError> {
     let mut cursor: Option<Cursor> = None;
     loop {
@@ -379,8 +500,8 @@ async fn preview_may_write(
             after: cursor,
             limit: ctx.settings.orchestrate_chunk_size.min(*budget),
         };
-        let (taken, last) = preview_chunk(&conn.sql(), &query, results).await?;
-        *evaluated += taken as u64;
+        let (taken, last) = preview_chunk(&conn.sql(), &query, &mut tally.results).await?;
+        tally.evaluated += taken as u64;
         *budget -= taken as i64;
         cursor = last.or(cursor);
         if (taken as i64) < query.limit {
@@ -529,9 +650,8 @@ async fn act_chunk(
     conn: &Conn,
     chunk: &[SlabEntry],
     lookahead_hours: i32,
-    out: &mut Results,
-    nearing_now: &mut HashSet<Uuid>,
-) -> Result<usize, ApiError> {
+    tally: &mut Tally,
+) -> Result<(), ApiError> {
     let chunk = conn
         .transaction(|tx| async move {
             let rows = batches::lock_candidates_at(&tx, chunk, lookahead_hours).await?;
@@ -546,16 +666,23 @@ async fn act_chunk(
     match chunk {
         Ok((rows, plan, applied)) => {
             plan.log_applied(rows.len());
-            nearing_now.extend(plan.nearing.iter().map(|m| m.batch_id));
-            plan.finish(&applied.supplier_orders, &applied.cancelled, false, out)?;
-            Ok(rows.len())
+            tally.evaluated += rows.len() as u64;
+            tally
+                .nearing_now
+                .extend(plan.nearing.iter().map(|m| m.batch_id));
+            plan.finish(
+                &applied.supplier_orders,
+                &applied.cancelled,
+                false,
+                &mut tally.results,
+            )
         }
         Err(ChunkError::Store(e)) => Err(e.into()),
         Err(ChunkError::Refused(e, rows)) => {
             tracing::warn!(error = %e, batches = rows.len(), "a chunk's writes failed; isolating the failing batches");
             let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-            isolate(conn, &ids, lookahead_hours, out, nearing_now).await?;
-            Ok(rows.len())
+            tally.evaluated += rows.len() as u64;
+            isolate(conn, &ids, lookahead_hours, tally).await
         }
     }
 }
@@ -570,8 +697,7 @@ async fn isolate(
     conn: &Conn,
     ids: &[Uuid],
     lookahead_hours: i32,
-    out: &mut Results,
-    nearing_now: &mut HashSet<Uuid>,
+    tally: &mut Tally,
 ) -> Result<(), ApiError> {
     let (done, failed) = conn
         .transaction(|tx| async move {
@@ -611,12 +737,21 @@ async fn isolate(
         .await?;
     for (plan, applied) in done {
         plan.log_applied(plan.reports.len());
-        nearing_now.extend(plan.nearing.iter().map(|m| m.batch_id));
-        plan.finish(&applied.supplier_orders, &applied.cancelled, false, out)?;
+        tally
+            .nearing_now
+            .extend(plan.nearing.iter().map(|m| m.batch_id));
+        plan.finish(
+            &applied.supplier_orders,
+            &applied.cancelled,
+            false,
+            &mut tally.results,
+        )?;
     }
     for (row, reason) in failed {
         tracing::warn!(batchId = %row.id, reason = %reason, "batch failed; it stays filling and is tried again next run");
-        out.push(BatchResult::failed(row.id, row.window_closes_at, reason));
+        tally
+            .results
+            .push(BatchResult::failed(row.id, row.window_closes_at, reason));
     }
     Ok(())
 }
@@ -676,5 +811,73 @@ mod tests {
             (counts.cancelled, counts.confirmed, counts.orders_cancelled),
             (1250, 1250, 2500)
         );
+    }
+
+    #[test]
+    fn results_gathered_from_two_connections_list_the_first_of_both() {
+        let fill = Fill::new(10, 200).unwrap();
+        // Two connections' chunks: the even and the odd windows.
+        let (mut a, mut b) = (Results::default(), Results::default());
+        for n in 0..1500u128 {
+            let into = if n % 2 == 0 { &mut a } else { &mut b };
+            into.push(result(n, Action::Cancel(fill)));
+        }
+        a.absorb(b);
+        let resp = a.into_response(1500, false, false);
+        assert_eq!(resp.processed, 1500);
+        assert_eq!(resp.summary.cancelled, 1500);
+        assert_eq!(resp.summary.orders_cancelled, 3000);
+        assert!(resp.results_truncated);
+        let listed: Vec<Uuid> = resp.results.iter().map(|r| r.batch_id).collect();
+        let first: Vec<Uuid> = (0..MAX_LISTED_RESULTS as u128)
+            .map(Uuid::from_u128)
+            .collect();
+        assert_eq!(listed, first);
+    }
+
+    fn entries(n: usize) -> Vec<SlabEntry> {
+        (0..n)
+            .map(|i| SlabEntry {
+                id: Uuid::from_u128(i as u128),
+                loc: batches::Tid {
+                    block: 0,
+                    offset: i as u16,
+                },
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_deal_gives_each_chunk_once_in_order() {
+        let slab = entries(5);
+        let deal = Deal::new(slab.chunks(2).collect());
+        let firsts: Vec<u128> = std::iter::from_fn(|| deal.next(false))
+            .map(|c| c[0].id.as_u128())
+            .collect();
+        assert_eq!(firsts, [0, 2, 4]);
+        assert_eq!(deal.next(false), None, "nothing is dealt twice");
+        assert_eq!(deal.next(true), None);
+        assert!(
+            !deal.cut_short.load(Ordering::Relaxed),
+            "a deadline after the last chunk cuts nothing short"
+        );
+    }
+
+    #[test]
+    fn a_deal_stops_at_the_deadline_or_a_failure() {
+        let slab = entries(6);
+        let deal = Deal::new(slab.chunks(2).collect());
+        assert!(deal.next(false).is_some());
+        assert_eq!(deal.next(true), None);
+        assert!(
+            deal.cut_short.load(Ordering::Relaxed),
+            "chunks were left undealt"
+        );
+
+        let deal = Deal::new(slab.chunks(2).collect());
+        assert!(deal.next(false).is_some());
+        deal.stopped.store(true, Ordering::Relaxed);
+        assert_eq!(deal.next(false), None, "no chunk after a failure");
+        assert!(!deal.cut_short.load(Ordering::Relaxed));
     }
 }

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+    Timeouts,
 };
 use secrecy::ExposeSecret;
 use tokio::sync::{Mutex, RwLock};
@@ -155,6 +156,30 @@ impl Db {
     pub async fn get(&self) -> Result<Conn, StoreError> {
         let (client, pooler) = timed(Phase::Connect, self.get_untimed()).await?;
         Ok(Conn::new(client, pooler, self.settings.statement_timeout))
+    }
+
+    /// A further connection, if the pool has a free one now: none is waited
+    /// for, and a failure to open one is logged and answered `None`. For work
+    /// that can spread over more connections but needs only the one it holds
+    /// (orchestrate's chunks, [`crate::jobs::orchestrate`]); `DB_POOL_SIZE`
+    /// bounds how many it gets.
+    pub async fn spare(&self) -> Option<Conn> {
+        let (pool, _, pooler) = self.pool().await.ok()?;
+        let now = Timeouts {
+            wait: Some(Duration::ZERO),
+            create: Some(CONNECT_TIMEOUT),
+            recycle: Some(CONNECT_TIMEOUT),
+        };
+        match timed(Phase::Connect, pool.timeout_get(&now)).await {
+            Ok(client) => Some(Conn::new(client, pooler, self.settings.statement_timeout)),
+            Err(PoolError::Timeout(TimeoutType::Wait)) => None,
+            Err(e) => {
+                // `unavailable` logs the cause; the work goes on with what it has.
+                let reason = unavailable(e);
+                tracing::info!(%reason, "going on without a further database connection");
+                None
+            }
+        }
     }
 
     async fn get_untimed(&self) -> Result<(Object, PoolerMode), StoreError> {

@@ -694,9 +694,16 @@ async fn large_runs_list_the_first_results_and_count_them_all() {
 /// in between (here by a trigger on the first batch's confirmation; in life by
 /// a buyer's order) is no longer there, and must be found by id instead, not
 /// left out of the run.
+///
+/// On one connection: the chunks go one after the other, so the second is
+/// locked only after the first's trigger moved its batch.
 #[tokio::test]
 async fn a_batch_updated_after_its_slab_was_read_is_still_taken() {
-    let t = TestApp::spawn_with(&[("ORCHESTRATE_CHUNK_SIZE", "1")]).await;
+    let t = TestApp::spawn_with(&[
+        ("ORCHESTRATE_CHUNK_SIZE", "1"),
+        ("ORCHESTRATE_CONNECTIONS", "1"),
+    ])
+    .await;
     let first = t.batch(160, 200, -HOUR).await; // 80 %
     let second = t.batch(170, 200, HOUR).await; // 85 %, window open
     t.db.batch_execute(
@@ -780,4 +787,149 @@ async fn a_batch_moved_within_its_chunk_is_still_decided() {
         .await,
         1
     );
+}
+
+/// Records, for every batch-level event, the backend that wrote it: which
+/// connection did each chunk.
+const NOTE_BACKENDS: &str = "
+    CREATE TABLE chunk_backends (pid int NOT NULL, batch_id uuid NOT NULL);
+    CREATE FUNCTION note_backend() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO chunk_backends VALUES (pg_backend_pid(), NEW.batch_id);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER note_backend AFTER INSERT ON batch_events
+        FOR EACH ROW WHEN (NEW.order_id IS NULL) EXECUTE FUNCTION note_backend();";
+
+/// A run works on two chunks at once, each on its own connection
+/// (`ORCHESTRATE_CONNECTIONS`, default 2), and on one when told so or when
+/// the pool has only one (`DB_POOL_SIZE=1`: it never waits for a second).
+/// However many, every batch is decided and written once, and the answer
+/// counts them all.
+#[tokio::test]
+async fn chunks_run_on_two_connections_and_each_batch_is_written_once() {
+    for (env, connections) in [
+        (vec![("ORCHESTRATE_CHUNK_SIZE", "2")], 2),
+        (
+            vec![
+                ("ORCHESTRATE_CHUNK_SIZE", "2"),
+                ("ORCHESTRATE_CONNECTIONS", "1"),
+            ],
+            1,
+        ),
+        (
+            vec![("ORCHESTRATE_CHUNK_SIZE", "2"), ("DB_POOL_SIZE", "1")],
+            1,
+        ),
+    ] {
+        let t = TestApp::spawn_with(&env).await;
+        let mut batches: Vec<(Uuid, &str)> = Vec::new();
+        for _ in 0..3 {
+            batches.push((t.batch(160, 200, -HOUR).await, "confirmed")); // 80 %
+            let cancelled = t.batch(40, 200, -HOUR).await; // 20 %
+            t.order(cancelled, 40, "12.50", "paid").await;
+            batches.push((cancelled, "cancelled"));
+            batches.push((t.batch(110, 200, -HOUR).await, "needs_review")); // 55 %
+            batches.push((t.batch(130, 200, HOUR).await, "filling")); // 65 %, open: nearing
+        }
+        t.db.batch_execute(NOTE_BACKENDS).await.unwrap();
+
+        let resp = t.orchestrate(json!({})).await;
+        assert_eq!(resp["evaluated"], 12, "{env:?}: {resp}");
+        assert_eq!(resp["hasMore"], false, "{env:?}");
+        assert_eq!(
+            resp["summary"],
+            json!({"confirmed": 3, "needsReview": 3, "cancelled": 3, "nearingTarget": 3,
+                   "skipped": 0, "failed": 0, "ordersCancelled": 3}),
+            "{env:?}"
+        );
+        for (batch, status) in &batches {
+            assert_eq!(t.status_of(*batch).await, *status, "{env:?}");
+        }
+        assert_eq!(
+            t.count("SELECT count(DISTINCT pid) FROM chunk_backends")
+                .await,
+            connections,
+            "{env:?}: the connections that wrote the chunks"
+        );
+        assert_eq!(
+            t.count("SELECT count(DISTINCT batch_id) FROM chunk_backends")
+                .await,
+            12,
+            "{env:?}"
+        );
+        assert_eq!(
+            t.count("SELECT count(*) FROM chunk_backends").await,
+            12,
+            "{env:?}: one batch-level event per batch"
+        );
+        assert_eq!(
+            t.count("SELECT count(*) FROM supplier_orders").await,
+            3,
+            "{env:?}"
+        );
+        assert_eq!(
+            t.count("SELECT count(*) FROM orders WHERE status = 'cancelled' AND payment_status = 'refund_pending'")
+                .await,
+            3,
+            "{env:?}"
+        );
+        let again = t.orchestrate(json!({})).await;
+        assert_eq!(again["summary"]["confirmed"], 0, "{env:?}");
+        assert_eq!(again["summary"]["cancelled"], 0, "{env:?}");
+    }
+}
+
+/// The deadline can come while two connections are working through a slab:
+/// neither starts another chunk, both finish the one they hold, and the
+/// answer says `hasMore`. What was done is done once; the next run does the
+/// rest.
+#[tokio::test]
+async fn the_deadline_stops_both_connections_within_a_slab() {
+    let t = TestApp::spawn_with(&[
+        ("ORCHESTRATE_CHUNK_SIZE", "1"),
+        ("DEADLINE_MARGIN_MS", "5000"),
+    ])
+    .await;
+    let mut batches = Vec::new();
+    for _ in 0..8 {
+        batches.push(t.batch(160, 200, -HOUR).await); // 80 %: confirm
+    }
+    // Each chunk takes half a second, so the deadline comes after a few.
+    t.db.batch_execute(
+        "CREATE FUNCTION slow_chunk() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$;
+         CREATE TRIGGER slow_chunk AFTER INSERT ON batch_events
+             FOR EACH ROW WHEN (NEW.event_type = 'batch.confirmed') EXECUTE FUNCTION slow_chunk();",
+    )
+    .await
+    .unwrap();
+
+    let inv = batch_processor::Invocation::new("deadline-within-slab", deadline_in(5800));
+    let resp = t
+        .invoke_with(json!({"jobType": "orchestrate"}), &inv)
+        .await
+        .expect("answers before the deadline");
+    let done = resp["evaluated"].as_i64().expect("evaluated");
+    assert!(done > 0 && done < 8, "stopped part way: {resp}");
+    assert_eq!(resp["hasMore"], true, "{resp}");
+    assert_eq!(resp["summary"]["confirmed"], done, "{resp}");
+    assert_eq!(
+        t.count("SELECT count(*) FROM production_batches WHERE batch_status = 'confirmed'")
+            .await,
+        done,
+        "every chunk taken was finished and committed, no other"
+    );
+
+    let inv = batch_processor::Invocation::new("deadline-within-slab-2", deadline_in(60_000));
+    let rest = t
+        .invoke_with(json!({"jobType": "orchestrate"}), &inv)
+        .await
+        .unwrap();
+    assert_eq!(rest["summary"]["confirmed"], 8 - done, "{rest}");
+    assert_eq!(rest["hasMore"], false);
+    for batch in batches {
+        assert_eq!(t.status_of(batch).await, "confirmed");
+    }
+    assert_eq!(t.count("SELECT count(*) FROM supplier_orders").await, 8);
 }

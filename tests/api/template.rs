@@ -933,6 +933,7 @@ fn operator_tunables_are_parameters_that_reach_the_environment() {
         ),
         ("MigrateLockTimeoutMs", "MIGRATE_LOCK_TIMEOUT_MS", "30000"),
         ("OrchestrateChunkSize", "ORCHESTRATE_CHUNK_SIZE", "500"),
+        ("OrchestrateConnections", "ORCHESTRATE_CONNECTIONS", "1"),
         ("AdminRolesTable", "ADMIN_ROLES_TABLE", "public.user_roles"),
         ("AdminRoleClaim", "ADMIN_ROLE_CLAIM", "user_role"),
         ("JwtAudience", "JWT_AUDIENCE", "authenticated-users"),
