@@ -317,6 +317,19 @@ struct Tally {
 }
 
 impl Tally {
+    /// A committed plan: its results, and the batches it told they near
+    /// their target.
+    fn record(&mut self, plan: Plan, applied: &Applied) -> Result<(), ApiError> {
+        self.nearing_now
+            .extend(plan.nearing.iter().map(|m| m.batch_id));
+        plan.finish(
+            &applied.supplier_orders,
+            &applied.cancelled,
+            false,
+            &mut self.results,
+        )
+    }
+
     fn absorb(&mut self, other: Tally) {
         self.results.absorb(other.results);
         self.evaluated += other.evaluated;
@@ -667,15 +680,7 @@ async fn act_chunk(
         Ok((rows, plan, applied)) => {
             plan.log_applied(rows.len());
             tally.evaluated += rows.len() as u64;
-            tally
-                .nearing_now
-                .extend(plan.nearing.iter().map(|m| m.batch_id));
-            plan.finish(
-                &applied.supplier_orders,
-                &applied.cancelled,
-                false,
-                &mut tally.results,
-            )
+            tally.record(plan, &applied)
         }
         Err(ChunkError::Store(e)) => Err(e.into()),
         Err(ChunkError::Refused(e, rows)) => {
@@ -737,15 +742,7 @@ async fn isolate(
         .await?;
     for (plan, applied) in done {
         plan.log_applied(plan.reports.len());
-        tally
-            .nearing_now
-            .extend(plan.nearing.iter().map(|m| m.batch_id));
-        plan.finish(
-            &applied.supplier_orders,
-            &applied.cancelled,
-            false,
-            &mut tally.results,
-        )?;
+        tally.record(plan, &applied)?;
     }
     for (row, reason) in failed {
         tracing::warn!(batchId = %row.id, reason = %reason, "batch failed; it stays filling and is tried again next run");
