@@ -930,7 +930,7 @@ async fn orchestrate_section(a: &Args, r: &mut String) {
         );
         let (t_project, rss_kib, answer, project_load) = project_run;
         assert_eq!(answer["hasMore"], false);
-        // Before the digests below, which read both databases.
+        // Before the digests below, which read these databases.
         let buffers = (
             buffer_accesses(&db_project).await,
             buffer_accesses(&db_single).await,

@@ -165,10 +165,10 @@ impl Db {
     /// bounds how many it gets.
     pub async fn spare(&self) -> Option<Conn> {
         let (pool, _, pooler) = self.pool().await.ok()?;
+        // The pool's own timeouts for opening and checking a connection; no wait for a free slot.
         let now = Timeouts {
             wait: Some(Duration::ZERO),
-            create: Some(CONNECT_TIMEOUT),
-            recycle: Some(CONNECT_TIMEOUT),
+            ..pool.timeouts()
         };
         match timed(Phase::Connect, pool.timeout_get(&now)).await {
             Ok(client) => Some(Conn::new(client, pooler, self.settings.statement_timeout)),
